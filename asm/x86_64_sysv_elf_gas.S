@@ -1,0 +1,143 @@
+/*
+ * x86_64_sysv_elf_gas.S: the context switch for x86_64, System V ABI, ELF.
+ *
+ * Two entry points:
+ *   greenlet_switch      save the running context, resume another, pass a word
+ *   greenlet_trampoline  the first code a fresh stack runs; calls the entry
+ *
+ * The saved frame (see x86_64_frame.h for the table the Rust side checks):
+ *
+ *       +64  +-----------------------------+  <- stack pointer before the call
+ *       +56  | return address              |     pushed by `call`
+ *       +48  | rbp                         |
+ *       +40  | rbx                         |
+ *       +32  | r12                         |
+ *       +24  | r13                         |
+ *       +16  | r14                         |
+ *       +8   | r15                         |
+ *       +0   | MXCSR | x87 CW | 0          |  <- saved stack pointer
+ *            +-----------------------------+
+ *
+ * Why the floating-point control state is in the frame: the ABI makes MXCSR's
+ * control bits and the x87 control word callee-saved, so a greenlet that sets
+ * a rounding mode must not see it leak into the greenlet it switches to. Why
+ * it is compared before it is loaded: `ldmxcsr` and `fldcw` are serialising
+ * on many cores and would cost more than the rest of the switch together;
+ * storing is cheap, and the control state almost never differs between two
+ * greenlets, so one compare-and-branch (predicted) keeps the ABI's promise at
+ * a fraction of the price.
+ */
+#include "common.h"
+#include "x86_64_frame.h"
+
+/*
+ * usize greenlet_switch(usize arg, void *to, void **save)
+ *
+ * On entry:  rdi = arg, the word handed to the resumed context;
+ *            rsi = to, a saved stack pointer (a frame laid out as above,
+ *                  produced by an earlier greenlet_switch or by the Rust
+ *                  initial-frame writer for a fresh stack);
+ *            rdx = save, where the current context's stack pointer goes.
+ * On exit:   (when this context is itself resumed, possibly much later)
+ *            rax = the word the resuming side passed as its arg.
+ * Clobbers:  everything the ABI lets a call clobber; the callee-saved set is
+ *            preserved across the (possibly very long) call.
+ * Alignment: `to` must be 16-byte aligned, as every saved frame is.
+ */
+FUNCTION_BEGIN(switch)
+    /* CFA = rsp + 8 here; each push moves it and records where a register
+     * lives, so an unwinder stopped anywhere below finds them. Because the
+     * resumed stack holds a frame of exactly this shape, the same CFI stays
+     * correct after the stack pointer is swapped. */
+    pushq %rbp
+    .cfi_adjust_cfa_offset 8
+    .cfi_rel_offset %rbp, 0
+    pushq %rbx
+    .cfi_adjust_cfa_offset 8
+    .cfi_rel_offset %rbx, 0
+    pushq %r12
+    .cfi_adjust_cfa_offset 8
+    .cfi_rel_offset %r12, 0
+    pushq %r13
+    .cfi_adjust_cfa_offset 8
+    .cfi_rel_offset %r13, 0
+    pushq %r14
+    .cfi_adjust_cfa_offset 8
+    .cfi_rel_offset %r14, 0
+    pushq %r15
+    .cfi_adjust_cfa_offset 8
+    .cfi_rel_offset %r15, 0
+    /* A zeroed word, then the control state into its low six bytes: the two
+     * spare bytes stay zero, so the whole word compares in one instruction. */
+    pushq $0
+    .cfi_adjust_cfa_offset 8
+    stmxcsr GREENLET_FRAME_FP_CONTROL(%rsp)
+    fnstcw GREENLET_FRAME_FP_CONTROL+4(%rsp)
+    movq GREENLET_FRAME_FP_CONTROL(%rsp), %rcx
+
+    /* The switch proper: publish our frame, adopt theirs. */
+    movq %rsp, (%rdx)
+    movq %rsi, %rsp
+    movq %rdi, %rax
+
+    cmpq %rcx, GREENLET_FRAME_FP_CONTROL(%rsp)
+    jne 2f
+1:
+    .cfi_remember_state
+    addq $8, %rsp
+    .cfi_adjust_cfa_offset -8
+    popq %r15
+    .cfi_adjust_cfa_offset -8
+    .cfi_restore %r15
+    popq %r14
+    .cfi_adjust_cfa_offset -8
+    .cfi_restore %r14
+    popq %r13
+    .cfi_adjust_cfa_offset -8
+    .cfi_restore %r13
+    popq %r12
+    .cfi_adjust_cfa_offset -8
+    .cfi_restore %r12
+    popq %rbx
+    .cfi_adjust_cfa_offset -8
+    .cfi_restore %rbx
+    popq %rbp
+    .cfi_adjust_cfa_offset -8
+    .cfi_restore %rbp
+    ret
+2:
+    /* Out of line: the resumed context runs with a different rounding mode
+     * or exception mask, so load its control state before returning into it. */
+    .cfi_restore_state
+    ldmxcsr GREENLET_FRAME_FP_CONTROL(%rsp)
+    fldcw GREENLET_FRAME_FP_CONTROL+4(%rsp)
+    jmp 1b
+FUNCTION_END(switch)
+
+/*
+ * greenlet_trampoline: never called; a fresh stack's initial frame "returns"
+ * here from greenlet_switch.
+ *
+ * On entry:  rax = the word passed to the first switch into this stack;
+ *            r12 = entry, an `extern "C" fn(usize, *mut u8) -> !`;
+ *            r13 = data, the entry's second argument;
+ *            rbp = 0, so frame-pointer walkers stop here too;
+ *            rsp = 16-byte aligned (the initial frame is placed so), which
+ *                  makes rsp + 8 aligned inside `entry`, as the ABI asks.
+ * On exit:   never returns; `entry` must switch away for good.
+ *
+ * The return address is marked undefined: this is the root of the
+ * greenlet's call stack, and DWARF unwinders (panics, backtraces, gdb) stop
+ * here cleanly instead of walking into the garbage above the frame.
+ */
+FUNCTION_BEGIN(trampoline)
+    .cfi_undefined %rip
+    movq %rax, %rdi
+    movq %r13, %rsi
+    callq *%r12
+    /* `entry` returned, which its contract forbids: trap rather than run off
+     * the end of the stack. */
+    ud2
+FUNCTION_END(trampoline)
+
+GNU_STACK_NOTE

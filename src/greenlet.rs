@@ -1,0 +1,1327 @@
+//! The safe greenlet API: Python greenlet's semantics over the raw switch.
+//!
+//! # How a switch works
+//!
+//! Every thread has a `ThreadState` (a thread-local of plain cells, so reading
+//! it costs one TLS access and registers no destructor) whose `current` field
+//! points to the running greenlet's `Inner` and owns one strong reference to
+//! it. A switch from `A` to `B`:
+//!
+//! 1. checks, in generic code, that the value's type is the one `B` waits for
+//!    (recorded by `B` when it suspended, or its body's argument type);
+//! 2. puts the value in an `Option<T>` on `A`'s stack and passes the address
+//!    of a [`Transfer`] describing it through the raw switch (no heap);
+//! 3. in `B`, takes the value out of `A`'s stack, then reclaims `A`'s stack if
+//!    `A` has just died, then releases the strong reference `current` held on
+//!    `A`. That last step can drop `A`'s last handle and make it exit, which
+//!    is why it happens in `B`, after the switch, as in Python's greenlet.
+//!
+//! # Why exit is an error value and not a forced unwind
+//!
+//! Dropping the last handle to a suspended greenlet makes its pending
+//! `switch` return `Err(SwitchError::Exit)`. Ordinary `?` carries it out of
+//! the body, running every destructor on the way, and the greenlet ends.
+//! A forced unwind (what corosensei does) would instead raise a panic inside
+//! the greenlet: it costs a two-phase unwind with a table search per frame,
+//! around 1.6 µs here, and it runs through user frames that did not expect
+//! to be unwound at a `switch`. An error value costs one more switch and is
+//! visible in the types: a body cannot forget that `switch` can fail.
+
+#![allow(unsafe_code)]
+
+use crate::raw::{self, StackPointer};
+use crate::stack::{self, DEFAULT_STACK_SIZE, Stack, StackError};
+use core::any::{Any, TypeId, type_name};
+use core::cell::Cell;
+use core::fmt;
+use core::mem::{align_of, size_of};
+use core::ptr;
+use std::boxed::Box;
+use std::panic::{self, AssertUnwindSafe};
+use std::rc::Rc;
+
+// ---------------------------------------------------------------------------
+// Errors
+
+/// The request to exit that dropping a greenlet's last handle raises in it.
+///
+/// Throw it explicitly with [`Greenlet::throw`] to ask a greenlet to finish.
+/// Inside the greenlet it arrives as [`SwitchError::Exit`]; a body that lets
+/// it escape ends normally and its parent sees [`SwitchError::Exited`], a
+/// value, never a panic.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GreenletExit;
+
+/// What a pending switch can return instead of a value.
+#[non_exhaustive]
+pub enum SwitchError {
+    /// This greenlet is asked to exit (its last handle was dropped, or
+    /// `GreenletExit` was thrown at it). Return it from the body, usually
+    /// with `?`, so that cleanup runs and the greenlet ends.
+    Exit,
+    /// The greenlet this one was waiting on ended by letting
+    /// [`GreenletExit`] escape its body. This is a value, not a request to
+    /// exit: propagating it is not required.
+    Exited,
+    /// An error thrown into this greenlet with [`Greenlet::throw`], or
+    /// returned by the body of a greenlet whose parent this one is.
+    Thrown(Box<dyn Any>),
+    /// The value's type is not the one the receiver waits for.
+    TypeMismatch {
+        /// The type that was sent.
+        sent: &'static str,
+        /// The type the receiver waits for.
+        expected: &'static str,
+    },
+}
+
+impl SwitchError {
+    /// True for [`SwitchError::Exit`].
+    pub fn is_exit(&self) -> bool {
+        matches!(self, SwitchError::Exit)
+    }
+
+    /// The thrown error, if it is one of type `E`.
+    pub fn thrown<E: 'static>(&self) -> Option<&E> {
+        match self {
+            SwitchError::Thrown(e) => e.downcast_ref(),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Debug for SwitchError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SwitchError::Exit => f.write_str("Exit"),
+            SwitchError::Exited => f.write_str("Exited"),
+            SwitchError::Thrown(e) => {
+                if let Some(s) = e.downcast_ref::<&str>() {
+                    write!(f, "Thrown({s:?})")
+                } else if let Some(s) = e.downcast_ref::<std::string::String>() {
+                    write!(f, "Thrown({s:?})")
+                } else {
+                    f.write_str("Thrown(..)")
+                }
+            }
+            SwitchError::TypeMismatch { sent, expected } => f
+                .debug_struct("TypeMismatch")
+                .field("sent", sent)
+                .field("expected", expected)
+                .finish(),
+        }
+    }
+}
+
+impl fmt::Display for SwitchError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SwitchError::Exit => f.write_str("the greenlet is asked to exit (GreenletExit)"),
+            SwitchError::Exited => f.write_str("the greenlet switched from exited (GreenletExit)"),
+            SwitchError::Thrown(_) => write!(f, "an error was thrown into the greenlet: {self:?}"),
+            SwitchError::TypeMismatch { sent, expected } => write!(
+                f,
+                "type mismatch at a greenlet switch: sent a `{sent}` to a greenlet waiting for \
+                 a `{expected}`; switch with the type the receiver's pending switch (or body \
+                 argument) names"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for SwitchError {}
+
+/// A greenlet could not be created, or a parent could not be set.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Error {
+    /// The stack could not be made: the message says why and what to raise.
+    Stack(StackError),
+    /// `set_parent` would make a greenlet its own ancestor.
+    ParentCycle,
+    /// A main greenlet's parent cannot be set: only main has no parent.
+    MainParent,
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Stack(e) => e.fmt(f),
+            Error::ParentCycle => f.write_str(
+                "cannot set this parent: the greenlet would become its own ancestor (a cycle)",
+            ),
+            Error::MainParent => f.write_str(
+                "cannot set the parent of a main greenlet: main is the root of its thread's tree",
+            ),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Stack(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<StackError> for Error {
+    fn from(e: StackError) -> Self {
+        Error::Stack(e)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Types at a switch
+
+/// The type a suspended greenlet waits for, recorded when it suspends.
+#[derive(Clone, Copy)]
+struct TypeKey {
+    id: TypeId,
+    name: &'static str,
+}
+
+impl TypeKey {
+    fn of<T: 'static>() -> Self {
+        TypeKey { id: TypeId::of::<T>(), name: type_name::<T>() }
+    }
+}
+
+/// Marker type: a switch that waits for this accepts and drops any value
+/// (used by the exit-on-drop loop, which has no use for what it gets back).
+struct Discard;
+
+// ---------------------------------------------------------------------------
+// The record of one greenlet
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    Unstarted,
+    Running,
+    Suspended,
+    Dead,
+}
+
+struct Inner {
+    id: u64,
+    state: Cell<State>,
+    /// Only main has none. A strong reference, as in Python: a child keeps
+    /// its parent alive.
+    parent: Cell<Option<Rc<Inner>>>,
+    /// Where the greenlet is suspended (unstarted: its initial frame).
+    saved: Cell<Option<StackPointer>>,
+    /// What the pending switch (or the unstarted body) accepts.
+    expects: Cell<TypeKey>,
+    /// None for main, and once the greenlet is dead.
+    stack: Cell<Option<Stack>>,
+    /// Copies of the stack geometry, readable from the signal handler.
+    stack_top: usize,
+    stack_len: usize,
+    guard_start: usize,
+    guard_end: usize,
+    /// For an unstarted greenlet: the body stored at the top of its stack and
+    /// the function that drops it in place if it never runs.
+    body: Cell<Option<(*mut u8, unsafe fn(*mut u8))>>,
+}
+
+impl Inner {
+    fn is_main(&self) -> bool {
+        self.stack_top == 0
+    }
+
+    fn parent_ptr(&self) -> *const Inner {
+        let p = self.parent.take();
+        let raw = p.as_ref().map_or(ptr::null(), Rc::as_ptr);
+        self.parent.set(p);
+        raw
+    }
+
+    fn parent_rc(&self) -> Option<Rc<Inner>> {
+        let p = self.parent.take();
+        let out = p.clone();
+        self.parent.set(p);
+        out
+    }
+
+    /// The nearest live greenlet at or above this one. Main is never dead,
+    /// and only main has no parent, so the walk ends.
+    fn resolve(&self) -> *const Inner {
+        let mut at: *const Inner = self;
+        // SAFETY: every pointer walked is a parent link, kept alive by the
+        // strong reference its child holds.
+        while unsafe { (*at).state.get() } == State::Dead {
+            at = unsafe { (*at).parent_ptr() };
+        }
+        at
+    }
+
+    /// Marks an unstarted greenlet dead without running it: its body is
+    /// dropped in place and its stack goes back to the pool.
+    fn kill_unstarted(&self) {
+        debug_assert_eq!(self.state.get(), State::Unstarted);
+        self.state.set(State::Dead);
+        self.saved.set(None);
+        if let Some((body, drop_body)) = self.body.take() {
+            // SAFETY: the body was written at `body` by `Builder::spawn` and,
+            // the greenlet never having started, was never read out.
+            unsafe { drop_body(body) };
+        }
+        if let Some(stack) = self.stack.take() {
+            stack::give_back(stack);
+        }
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // A handle's drop kills a suspended greenlet before the last reference
+        // goes, so what remains here is unstarted or dead.
+        if self.state.get() == State::Unstarted {
+            self.kill_unstarted();
+        }
+        if let Some(stack) = self.stack.take() {
+            stack::give_back(stack);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Per-thread state
+
+struct ThreadState {
+    /// The running greenlet; owns one strong reference. Null until main is
+    /// made, and again after the thread's teardown released it.
+    current: Cell<*const Inner>,
+    next_id: Cell<u64>,
+    /// Whether a tracer is set: the one branch a switch pays for tracing.
+    tracing: Cell<bool>,
+    /// Set once this thread's `Teardown` destructor has run.
+    torn_down: Cell<bool>,
+}
+
+std::thread_local! {
+    static THREAD: ThreadState = const {
+        ThreadState {
+            current: Cell::new(ptr::null()),
+            next_id: Cell::new(1),
+            tracing: Cell::new(false),
+            torn_down: Cell::new(false),
+        }
+    };
+    static TRACER: Cell<Option<Rc<dyn Fn(Event, &Greenlet, &Greenlet)>>> = const { Cell::new(None) };
+    static TEARDOWN: Teardown = const { Teardown };
+}
+
+/// Releases the main greenlet when the thread exits.
+struct Teardown;
+
+impl Drop for Teardown {
+    fn drop(&mut self) {
+        THREAD.with(|t| {
+            t.torn_down.set(true);
+            release_main_if_current(t);
+        });
+    }
+}
+
+fn release_main_if_current(t: &ThreadState) {
+    let cur = t.current.get();
+    // SAFETY: `current` owns a strong reference, so `cur` is live.
+    if !cur.is_null() && unsafe { (*cur).is_main() } {
+        t.current.set(ptr::null());
+        // SAFETY: this gives back the reference `current` owned.
+        drop(unsafe { Rc::from_raw(cur) });
+    }
+}
+
+/// The running greenlet, creating this thread's main greenlet on first use.
+#[inline]
+fn current_ptr() -> *const Inner {
+    THREAD.with(|t| {
+        let cur = t.current.get();
+        if cur.is_null() { make_main(t) } else { cur }
+    })
+}
+
+#[cold]
+fn make_main(t: &ThreadState) -> *const Inner {
+    let main = Rc::new(Inner {
+        id: 0,
+        state: Cell::new(State::Running),
+        parent: Cell::new(None),
+        saved: Cell::new(None),
+        expects: Cell::new(TypeKey::of::<()>()),
+        stack: Cell::new(None),
+        stack_top: 0,
+        stack_len: 0,
+        guard_start: 0,
+        guard_end: 0,
+        body: Cell::new(None),
+    });
+    let raw = Rc::into_raw(main);
+    t.current.set(raw);
+    if !t.torn_down.get() {
+        // Registers the destructor that releases main at thread exit. If the
+        // thread is already tearing down, `Greenlet::drop` releases it.
+        let _ = TEARDOWN.try_with(|_| ());
+    }
+    crate::overflow::ensure_installed();
+    raw
+}
+
+fn next_id() -> u64 {
+    THREAD.with(|t| {
+        let id = t.next_id.get();
+        t.next_id.set(id + 1);
+        id
+    })
+}
+
+/// Geometry of the running greenlet's guard, for the overflow handler:
+/// `(guard_start, guard_end, usable_len, id)`. Async-signal-safe: one TLS
+/// read and plain field reads, no allocation, no lock.
+pub(crate) fn running_guard() -> Option<(usize, usize, usize, u64)> {
+    THREAD
+        .try_with(|t| {
+            let cur = t.current.get();
+            if cur.is_null() {
+                return None;
+            }
+            // SAFETY: `current` owns a reference, so the record is live; the
+            // fields read are immutable after creation.
+            let inner = unsafe { &*cur };
+            (!inner.is_main()).then_some((inner.guard_start, inner.guard_end, inner.stack_len, inner.id))
+        })
+        .ok()
+        .flatten()
+}
+
+// ---------------------------------------------------------------------------
+// What crosses a switch
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Kind {
+    /// `value` points to an `Option<T>` of the type the receiver waits for.
+    Value,
+    /// The receiver waited for `Discard`; the value was dropped by the sender.
+    Discarded,
+    Exit,
+    Exited,
+    Thrown,
+    Panic,
+    Mismatch,
+}
+
+/// Lives on the sender's stack for the duration of one switch.
+struct Transfer {
+    kind: Kind,
+    value: *mut u8,
+    origin: *const Inner,
+    thrown: Option<Box<dyn Any>>,
+    panic: Option<Box<dyn Any + Send>>,
+    mismatch: (&'static str, &'static str),
+}
+
+impl Transfer {
+    fn new(kind: Kind, origin: *const Inner) -> Self {
+        Transfer { kind, value: ptr::null_mut(), origin, thrown: None, panic: None, mismatch: ("", "") }
+    }
+}
+
+/// What the receiver got, after the transfer was read off the origin's stack.
+enum Received<R> {
+    Value(R),
+    Error(SwitchError),
+    Panic(Box<dyn Any + Send>),
+}
+
+/// Trace events, as Python's greenlet names them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// A switch, or a body returning a value to its parent.
+    Switch,
+    /// A throw, or an error or panic leaving a body for its parent.
+    Throw,
+}
+
+impl Event {
+    /// `"switch"` or `"throw"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Event::Switch => "switch",
+            Event::Throw => "throw",
+        }
+    }
+}
+
+/// The core of every switch, not generic: trace, forward through unstarted
+/// targets for non-values, hand over, and on resumption return the raw word
+/// (the address of the transfer that resumed us).
+///
+/// # Safety
+///
+/// `current` is the running greenlet and `target` a live greenlet of this
+/// thread other than it; `transfer` describes a value of the type `target`
+/// waits for (checked by the caller) or a non-value; `drop_value` drops the
+/// value behind `transfer.value` if the transfer is turned into a panic.
+#[inline]
+unsafe fn switch_core(
+    current: *const Inner,
+    mut target: *const Inner,
+    transfer: &mut Transfer,
+    mut event: Event,
+    expects: TypeKey,
+    drop_value: unsafe fn(*mut u8),
+) -> usize {
+    // SAFETY (for the dereferences below): `current` and `target` are live:
+    // `current` is owned by the thread state, `target` by a handle or a
+    // parent link of a greenlet held by the caller.
+    loop {
+        let t = unsafe { &*target };
+        if t.state.get() == State::Unstarted
+            && !matches!(transfer.kind, Kind::Value | Kind::Discarded)
+        {
+            // An error aimed at an unstarted greenlet kills it without running
+            // it and climbs to its parent.
+            t.kill_unstarted();
+            if transfer.kind == Kind::Exit {
+                transfer.kind = Kind::Exited;
+            }
+            target = t.resolve();
+            event = Event::Throw;
+            if target == current {
+                return slow_self_delivery(transfer);
+            }
+            continue;
+        }
+        if THREAD.with(|s| s.tracing.get()) && !call_tracer(event, current, target, transfer, drop_value) {
+            // The tracer panicked: the transfer is now that panic; re-check
+            // where it can go.
+            if target == current {
+                return slow_self_delivery(transfer);
+            }
+            continue;
+        }
+        break;
+    }
+    let cur = unsafe { &*current };
+    let tgt = unsafe { &*target };
+    cur.expects.set(expects);
+    if cur.state.get() == State::Running {
+        cur.state.set(State::Suspended);
+    }
+    tgt.state.set(State::Running);
+    // `current` now owns a reference to the target; the reference it held on
+    // us is released by whoever resumes next, once they have read `transfer`.
+    unsafe { Rc::increment_strong_count(target) };
+    THREAD.with(|s| s.current.set(target));
+    let to = tgt.saved.take().expect("a suspended or unstarted greenlet has a saved context");
+    transfer.origin = current;
+    // SAFETY: `to` is the target's saved context, resumed once (taken out of
+    // its slot); our save slot stays valid while we are suspended because our
+    // record is kept alive by whoever resumes us (they hold a reference).
+    unsafe { raw::switch(transfer as *mut Transfer as usize, to, cur.saved.as_ptr()) }
+}
+
+/// A transfer that, after forwarding, lands back on the greenlet sending it
+/// (for instance a throw at an unstarted child of the current greenlet).
+#[cold]
+fn slow_self_delivery(transfer: &mut Transfer) -> usize {
+    transfer.origin = ptr::null();
+    transfer as *mut Transfer as usize
+}
+
+/// Calls the tracer with handles to both ends. Returns false if it panicked,
+/// in which case the tracer is removed and `transfer` becomes that panic.
+#[cold]
+fn call_tracer(
+    event: Event,
+    origin: *const Inner,
+    target: *const Inner,
+    transfer: &mut Transfer,
+    drop_value: unsafe fn(*mut u8),
+) -> bool {
+    let Some(tracer) = gettrace() else { return true };
+    // SAFETY: both records are live (see `switch_core`); the handles made
+    // here hold their own references and are dropped before returning.
+    let (o, t) = unsafe {
+        Rc::increment_strong_count(origin);
+        Rc::increment_strong_count(target);
+        (Greenlet { inner: Rc::from_raw(origin) }, Greenlet { inner: Rc::from_raw(target) })
+    };
+    let result = panic::catch_unwind(AssertUnwindSafe(|| tracer(event, &o, &t)));
+    drop(tracer);
+    // Neither handle is the last one: the caller holds both records.
+    drop(o);
+    drop(t);
+    match result {
+        Ok(()) => true,
+        Err(payload) => {
+            settrace(None);
+            if transfer.kind == Kind::Value {
+                // SAFETY: the value was put there by the caller and not taken.
+                unsafe { drop_value(transfer.value) };
+            }
+            transfer.kind = Kind::Panic;
+            transfer.thrown = None;
+            transfer.panic = Some(payload);
+            false
+        }
+    }
+}
+
+unsafe fn drop_slot<T>(p: *mut u8) {
+    // SAFETY: `p` points to an `Option<T>` per the caller.
+    unsafe { (*p.cast::<Option<T>>()) = None };
+}
+
+unsafe fn drop_nothing(_: *mut u8) {}
+
+/// Reads what resumed us, reclaims a dead origin's stack, and releases the
+/// reference the thread state held on the origin.
+///
+/// # Safety
+///
+/// `word` is what `raw::switch` returned in this greenlet (or a self
+/// delivery), i.e. the address of a live `Transfer` whose `Value`, if any, is
+/// an `Option<R>`.
+#[inline]
+unsafe fn receive<R: 'static>(word: usize) -> Received<R> {
+    // SAFETY: per the contract, `word` is a live transfer on the origin's
+    // stack, which is not reused before `release_origin` below.
+    let transfer = unsafe { &mut *(word as *mut Transfer) };
+    let origin = transfer.origin;
+    let received = match transfer.kind {
+        // SAFETY: the sender checked that the slot holds an `Option<R>`.
+        Kind::Value => Received::Value(unsafe { (*transfer.value.cast::<Option<R>>()).take() }.expect("value present")),
+        Kind::Discarded => discarded::<R>(),
+        Kind::Exit => Received::Error(SwitchError::Exit),
+        Kind::Exited => Received::Error(SwitchError::Exited),
+        Kind::Thrown => Received::Error(SwitchError::Thrown(transfer.thrown.take().expect("thrown error present"))),
+        Kind::Panic => Received::Panic(transfer.panic.take().expect("panic payload present")),
+        Kind::Mismatch => Received::Error(SwitchError::TypeMismatch { sent: transfer.mismatch.0, expected: transfer.mismatch.1 }),
+    };
+    if !origin.is_null() {
+        // SAFETY: `origin` is the greenlet that switched to us, and the thread
+        // state's reference to it has passed to us.
+        unsafe { release_origin(origin) };
+    }
+    received
+}
+
+#[cold]
+fn discarded<R: 'static>() -> Received<R> {
+    // Only a `Discard` wait accepts a discarded value.
+    let mut unit = Some(Discard);
+    match (&mut unit as &mut dyn Any).downcast_mut::<Option<R>>() {
+        Some(slot) => Received::Value(slot.take().expect("just set")),
+        None => Received::Error(SwitchError::TypeMismatch { sent: "<discarded>", expected: type_name::<R>() }),
+    }
+}
+
+#[inline]
+unsafe fn release_origin(origin: *const Inner) {
+    // SAFETY: see `receive`; the origin record is live until the release.
+    let o = unsafe { &*origin };
+    if o.state.get() == State::Dead
+        && let Some(stack) = o.stack.take()
+    {
+        stack::give_back(stack);
+    }
+    // SAFETY: this reference was owned by the thread state while the origin
+    // ran; it is ours to drop now. Wrapping it in a handle applies the
+    // exit-on-last-handle rule to it.
+    drop(Greenlet { inner: unsafe { Rc::from_raw(origin) } });
+}
+
+fn into_result<R>(received: Received<R>) -> Result<R, SwitchError> {
+    match received {
+        Received::Value(v) => Ok(v),
+        Received::Error(e) => Err(e),
+        Received::Panic(p) => panic::resume_unwind(p),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The handle
+
+/// A greenlet: a function running on its own stack, switched to explicitly.
+///
+/// A handle is a reference-counted pointer to the greenlet; clones share it.
+/// Dropping the last handle to a suspended greenlet makes it exit: its
+/// pending switch returns [`SwitchError::Exit`], and the drop returns once
+/// the greenlet is dead, with its destructors run.
+///
+/// Handles are neither `Send` nor `Sync`: a greenlet belongs to the thread
+/// that made it, and nothing can resume it from another thread.
+///
+/// ```compile_fail
+/// fn assert_send<T: Send>() {}
+/// assert_send::<greenlet::Greenlet>();
+/// ```
+///
+/// ```compile_fail
+/// fn assert_sync<T: Sync>() {}
+/// assert_sync::<greenlet::Greenlet>();
+/// ```
+///
+/// ```compile_fail
+/// let g = greenlet::Greenlet::new(|()| Ok(()));
+/// std::thread::spawn(move || { let _ = g.switch::<(), ()>(()); });
+/// ```
+///
+/// # Examples
+///
+/// ```
+/// use greenlet::Greenlet;
+///
+/// let doubler = Greenlet::new(|mut x: i32| loop {
+///     // Hand back the double; wait for the next number.
+///     x = greenlet::getcurrent().parent().unwrap().switch(x * 2)?;
+/// });
+/// assert_eq!(doubler.switch::<i32, i32>(21)?, 42);
+/// assert_eq!(doubler.switch::<i32, i32>(5)?, 10);
+/// # Ok::<(), greenlet::SwitchError>(())
+/// ```
+#[derive(Clone)]
+pub struct Greenlet {
+    inner: Rc<Inner>,
+}
+
+impl Greenlet {
+    /// Creates an unstarted greenlet whose parent is the current greenlet,
+    /// with the default stack size. `body` starts at the first switch into
+    /// it, receiving that switch's value.
+    ///
+    /// # Panics
+    ///
+    /// If the stack cannot be made (out of memory or mappings). Use
+    /// [`Builder::spawn`] to get that as an `Err` instead.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let g = greenlet::Greenlet::new(|name: &str| Ok(format!("hello, {name}")));
+    /// assert_eq!(g.switch::<&str, String>("world")?, "hello, world");
+    /// assert!(g.is_dead());
+    /// # Ok::<(), greenlet::SwitchError>(())
+    /// ```
+    pub fn new<A, O, F>(body: F) -> Greenlet
+    where
+        A: 'static,
+        O: 'static,
+        F: FnOnce(A) -> Result<O, SwitchError> + 'static,
+    {
+        match Builder::new().spawn(body) {
+            Ok(g) => g,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// A builder to set the stack size or the parent.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let g = greenlet::Greenlet::builder().stack_size(256 * 1024).spawn(|()| Ok(1))?;
+    /// assert_eq!(g.switch::<(), i32>(())?, 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn builder() -> Builder {
+        Builder::new()
+    }
+
+    /// Suspends the current greenlet and resumes this one, handing it `value`.
+    ///
+    /// `value` becomes the return value of the switch at which this greenlet
+    /// is suspended, or its body's argument if it has not started. The call
+    /// returns when some greenlet switches back to the current one, with the
+    /// value it sent, typed `R` at this call site. If this greenlet is dead,
+    /// the switch goes to its nearest live ancestor (starting it if it is
+    /// unstarted). Switching to the current greenlet returns `value` at once.
+    /// A switch allocates nothing on the heap.
+    ///
+    /// # Errors
+    ///
+    /// - [`SwitchError::TypeMismatch`] at once, without switching, if the
+    ///   target waits for a type other than `T`; or later, if the value that
+    ///   comes back is not an `R` (a child's return value, say);
+    /// - [`SwitchError::Exit`] if the current greenlet is asked to exit while
+    ///   suspended here;
+    /// - [`SwitchError::Thrown`] / [`SwitchError::Exited`] as described there.
+    ///
+    /// # Panics
+    ///
+    /// A panic that escapes a child's body is raised here, in the parent,
+    /// with its original payload.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use greenlet::{Greenlet, getcurrent};
+    ///
+    /// let main = getcurrent();
+    /// let g = Greenlet::new(move |a: u8| {
+    ///     let b: u8 = main.switch(a + 1)?; // back to main with a + 1
+    ///     Ok(b + 1)                       // the return value goes to main too
+    /// });
+    /// assert_eq!(g.switch::<u8, u8>(1)?, 2);
+    /// assert_eq!(g.switch::<u8, u8>(10)?, 11);
+    /// # Ok::<(), greenlet::SwitchError>(())
+    /// ```
+    #[inline]
+    pub fn switch<T: 'static, R: 'static>(&self, value: T) -> Result<R, SwitchError> {
+        let current = current_ptr();
+        let target = self.inner.resolve();
+        if target == current {
+            return self_switch(value);
+        }
+        // SAFETY: `target` is live (held by `self` or a parent link).
+        let expects = unsafe { (*target).expects.get() };
+        if expects.id != TypeId::of::<T>() {
+            return switch_mismatch(current, target, value, expects);
+        }
+        let mut slot = Some(value);
+        let mut transfer = Transfer::new(Kind::Value, current);
+        transfer.value = (&raw mut slot).cast();
+        // SAFETY: the value's type was checked against what `target` waits
+        // for; `current` and `target` are distinct live greenlets.
+        let word = unsafe {
+            switch_core(current, target, &mut transfer, Event::Switch, TypeKey::of::<R>(), drop_slot::<T>)
+        };
+        // SAFETY: `word` came back from the switch.
+        into_result(unsafe { receive::<R>(word) })
+    }
+
+    /// Raises `error` in this greenlet at the point where it is suspended,
+    /// and switches to it; returns like [`switch`](Self::switch).
+    ///
+    /// Throwing [`GreenletExit`] asks the greenlet to exit (it sees
+    /// [`SwitchError::Exit`]); anything else arrives as
+    /// [`SwitchError::Thrown`]. An unstarted greenlet dies without running
+    /// and the error climbs to its parent; a dead one passes it to its
+    /// nearest live ancestor.
+    ///
+    /// # Errors
+    ///
+    /// Whatever comes back, as for `switch`: if the greenlet lets the error
+    /// escape, it reaches its parent (which may be the caller).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use greenlet::{Greenlet, SwitchError, getcurrent};
+    ///
+    /// let g = Greenlet::new(|()| {
+    ///     match getcurrent().parent().unwrap().switch::<(), ()>(()) {
+    ///         Err(SwitchError::Thrown(e)) => Ok(*e.downcast::<&str>().unwrap()),
+    ///         _ => Ok("not thrown"),
+    ///     }
+    /// });
+    /// g.switch::<(), ()>(())?;
+    /// assert_eq!(g.throw::<_, &str>("boom")?, "boom");
+    /// # Ok::<(), SwitchError>(())
+    /// ```
+    pub fn throw<E: 'static, R: 'static>(&self, error: E) -> Result<R, SwitchError> {
+        let current = current_ptr();
+        let mut transfer = if TypeId::of::<E>() == TypeId::of::<GreenletExit>() {
+            Transfer::new(Kind::Exit, current)
+        } else {
+            let mut t = Transfer::new(Kind::Thrown, current);
+            t.thrown = Some(Box::new(error));
+            t
+        };
+        let target = self.inner.resolve();
+        let word = if target == current {
+            slow_self_delivery(&mut transfer)
+        } else {
+            // SAFETY: a non-value transfer; distinct live greenlets.
+            unsafe { switch_core(current, target, &mut transfer, Event::Throw, TypeKey::of::<R>(), drop_nothing) }
+        };
+        // SAFETY: `word` came back from the switch or is our own transfer.
+        into_result(unsafe { receive::<R>(word) })
+    }
+
+    /// True once the greenlet has been switched into (even if now dead).
+    /// Main is always started.
+    pub fn is_started(&self) -> bool {
+        self.inner.state.get() != State::Unstarted
+    }
+
+    /// True once the body has finished (returned, failed or panicked), or
+    /// the greenlet was killed before it started. Main is never dead.
+    pub fn is_dead(&self) -> bool {
+        self.inner.state.get() == State::Dead
+    }
+
+    /// Started and not dead: running or suspended.
+    pub fn is_active(&self) -> bool {
+        matches!(self.inner.state.get(), State::Running | State::Suspended)
+    }
+
+    /// True for a thread's main greenlet.
+    pub fn is_main(&self) -> bool {
+        self.inner.is_main()
+    }
+
+    /// The greenlet that receives this one's return value; `None` only for
+    /// main.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let main = greenlet::getcurrent();
+    /// let g = greenlet::Greenlet::new(|()| Ok(()));
+    /// assert_eq!(g.parent(), Some(main.clone()));
+    /// assert_eq!(main.parent(), None);
+    /// ```
+    pub fn parent(&self) -> Option<Greenlet> {
+        self.inner.parent_rc().map(|inner| Greenlet { inner })
+    }
+
+    /// Makes `parent` this greenlet's parent.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::MainParent`] for a main greenlet; [`Error::ParentCycle`] if
+    /// this greenlet is `parent` or one of its ancestors.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let a = greenlet::Greenlet::new(|()| Ok(()));
+    /// let b = greenlet::Greenlet::new(|()| Ok(()));
+    /// b.set_parent(&a)?;
+    /// assert!(a.set_parent(&b).is_err()); // a cycle
+    /// # Ok::<(), greenlet::Error>(())
+    /// ```
+    pub fn set_parent(&self, parent: &Greenlet) -> Result<(), Error> {
+        if self.is_main() {
+            return Err(Error::MainParent);
+        }
+        let mut at: *const Inner = Rc::as_ptr(&parent.inner);
+        while !at.is_null() {
+            if at == Rc::as_ptr(&self.inner) {
+                return Err(Error::ParentCycle);
+            }
+            // SAFETY: walking parent links, each kept alive by its child.
+            at = unsafe { (*at).parent_ptr() };
+        }
+        self.inner.parent.set(Some(parent.inner.clone()));
+        Ok(())
+    }
+
+    /// A number identifying this greenlet within its thread (main is 0).
+    pub fn id(&self) -> u64 {
+        self.inner.id
+    }
+
+    /// Bytes of stack in use while suspended (0 when running, unstarted with
+    /// nothing but its body, or dead, and for main).
+    pub fn stack_in_use(&self) -> usize {
+        match (self.inner.saved.get(), self.inner.state.get()) {
+            (Some(sp), State::Suspended) if !self.is_main() => self.inner.stack_top - sp.as_ptr() as usize,
+            _ => 0,
+        }
+    }
+
+    /// Usable size of this greenlet's stack in bytes (0 for main).
+    pub fn stack_size(&self) -> usize {
+        self.inner.stack_len
+    }
+}
+
+#[cold]
+fn self_switch<T: 'static, R: 'static>(value: T) -> Result<R, SwitchError> {
+    let mut slot = Some(value);
+    match (&mut slot as &mut dyn Any).downcast_mut::<Option<R>>() {
+        Some(v) => Ok(v.take().expect("just set")),
+        None => Err(SwitchError::TypeMismatch { sent: type_name::<T>(), expected: type_name::<R>() }),
+    }
+}
+
+#[cold]
+fn switch_mismatch<T: 'static, R: 'static>(
+    current: *const Inner,
+    target: *const Inner,
+    value: T,
+    expects: TypeKey,
+) -> Result<R, SwitchError> {
+    if expects.id != TypeId::of::<Discard>() {
+        return Err(SwitchError::TypeMismatch { sent: type_name::<T>(), expected: expects.name });
+    }
+    drop(value);
+    let mut transfer = Transfer::new(Kind::Discarded, current);
+    // SAFETY: a discarded value carries nothing to check; distinct greenlets.
+    let word = unsafe { switch_core(current, target, &mut transfer, Event::Switch, TypeKey::of::<R>(), drop_nothing) };
+    // SAFETY: `word` came back from the switch.
+    into_result(unsafe { receive::<R>(word) })
+}
+
+impl PartialEq for Greenlet {
+    fn eq(&self, other: &Self) -> bool {
+        Rc::ptr_eq(&self.inner, &other.inner)
+    }
+}
+
+impl Eq for Greenlet {}
+
+impl fmt::Debug for Greenlet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match self.inner.state.get() {
+            State::Unstarted => "unstarted",
+            State::Running => "running",
+            State::Suspended => "suspended",
+            State::Dead => "dead",
+        };
+        let mut d = f.debug_struct("Greenlet");
+        d.field("id", &self.inner.id);
+        d.field("state", &format_args!("{state}"));
+        if self.is_main() {
+            d.field("main", &true);
+        } else {
+            d.field("parent", &self.parent().map(|p| p.id()));
+            d.field("stack_in_use", &self.stack_in_use());
+            d.field("stack_size", &self.inner.stack_len);
+        }
+        d.finish()
+    }
+}
+
+impl Drop for Greenlet {
+    fn drop(&mut self) {
+        if Rc::strong_count(&self.inner) == 1 && self.inner.state.get() == State::Suspended {
+            kill_suspended(&self.inner);
+        }
+    }
+}
+
+/// Dropping the last handle of a suspended greenlet: throw `GreenletExit`
+/// at it until it is dead, with the dropping greenlet as its parent so that
+/// control comes back here. A greenlet that swallows the request and
+/// switches back is asked again. A panic during its cleanup reaches this
+/// loop; it is reported on stderr (its message was already printed by the
+/// panic hook) and the greenlet is dead: a drop does not panic.
+#[cold]
+fn kill_suspended(inner: &Rc<Inner>) {
+    let current = current_ptr();
+    // SAFETY: `current` is live (owned by the thread state).
+    let killer = unsafe {
+        Rc::increment_strong_count(current);
+        Rc::from_raw(current)
+    };
+    inner.parent.set(Some(killer));
+    while inner.state.get() == State::Suspended {
+        let current = current_ptr();
+        let mut transfer = Transfer::new(Kind::Exit, current);
+        let target = Rc::as_ptr(inner);
+        // SAFETY: `inner` is suspended, so not current; the transfer carries
+        // no value.
+        let word = unsafe { switch_core(current, target, &mut transfer, Event::Throw, TypeKey::of::<Discard>(), drop_nothing) };
+        // SAFETY: `word` came back from the switch.
+        let received = unsafe { receive::<Discard>(word) };
+        if let Received::Panic(payload) = received {
+            report_cleanup_panic(inner.id, &payload);
+        }
+    }
+    THREAD.with(|t| {
+        if t.torn_down.get() {
+            release_main_if_current(t);
+        }
+    });
+}
+
+fn report_cleanup_panic(id: u64, payload: &Box<dyn Any + Send>) {
+    let message = payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<std::string::String>().map(|s| s.as_str()))
+        .unwrap_or("<non-string payload>");
+    std::eprintln!("greenlet #{id} panicked while exiting after its last handle was dropped: {message}");
+}
+
+/// The running greenlet.
+///
+/// # Examples
+///
+/// ```
+/// let main = greenlet::getcurrent();
+/// assert!(main.is_main());
+/// let g = greenlet::Greenlet::new(|()| Ok(greenlet::getcurrent().is_main()));
+/// assert_eq!(g.switch::<(), bool>(())?, false);
+/// # Ok::<(), greenlet::SwitchError>(())
+/// ```
+pub fn getcurrent() -> Greenlet {
+    let cur = current_ptr();
+    // SAFETY: the thread state owns a reference; we take another.
+    unsafe {
+        Rc::increment_strong_count(cur);
+        Greenlet { inner: Rc::from_raw(cur) }
+    }
+}
+
+/// This thread's main greenlet (the root of its tree).
+///
+/// # Examples
+///
+/// ```
+/// let g = greenlet::Greenlet::new(|()| Ok(greenlet::main_greenlet()));
+/// assert_eq!(g.switch::<(), greenlet::Greenlet>(())?, greenlet::getcurrent());
+/// # Ok::<(), greenlet::SwitchError>(())
+/// ```
+pub fn main_greenlet() -> Greenlet {
+    let mut g = getcurrent();
+    while let Some(p) = g.parent() {
+        g = p;
+    }
+    g
+}
+
+/// Sets this thread's tracer, returning the previous one.
+///
+/// The tracer sees every switch and throw as `(event, origin, target)`
+/// before the target resumes. A tracer that panics is removed and its panic
+/// is raised in the target. With no tracer set, a switch pays one branch.
+///
+/// # Examples
+///
+/// ```
+/// use std::{cell::RefCell, rc::Rc};
+/// let seen = Rc::new(RefCell::new(Vec::new()));
+/// let log = seen.clone();
+/// greenlet::settrace(Some(Rc::new(move |e: greenlet::Event, _: &greenlet::Greenlet, _: &greenlet::Greenlet| {
+///     log.borrow_mut().push(e.as_str())
+/// })));
+/// greenlet::Greenlet::new(|()| Ok(())).switch::<(), ()>(())?;
+/// greenlet::settrace(None);
+/// assert_eq!(*seen.borrow(), ["switch", "switch"]);
+/// # Ok::<(), greenlet::SwitchError>(())
+/// ```
+pub fn settrace(tracer: Option<Tracer>) -> Option<Tracer> {
+    THREAD.with(|t| t.tracing.set(tracer.is_some()));
+    TRACER.with(|slot| slot.replace(tracer))
+}
+
+/// This thread's tracer, if one is set.
+///
+/// # Examples
+///
+/// ```
+/// assert!(greenlet::gettrace().is_none());
+/// ```
+pub fn gettrace() -> Option<Tracer> {
+    TRACER
+        .try_with(|slot| {
+            let t = slot.take();
+            let out = t.clone();
+            slot.set(t);
+            out
+        })
+        .ok()
+        .flatten()
+}
+
+/// A trace callback: `(event, origin, target)`.
+pub type Tracer = Rc<dyn Fn(Event, &Greenlet, &Greenlet)>;
+
+// ---------------------------------------------------------------------------
+// Creation
+
+/// Sets a new greenlet's stack size and parent.
+///
+/// # Examples
+///
+/// ```
+/// let parent = greenlet::Greenlet::new(|()| Ok(()));
+/// let g = greenlet::Builder::new()
+///     .stack_size(64 * 1024)
+///     .parent(&parent)
+///     .spawn(|x: i32| Ok(x))?;
+/// assert_eq!(g.parent(), Some(parent));
+/// # Ok::<(), greenlet::Error>(())
+/// ```
+#[derive(Default)]
+#[must_use]
+pub struct Builder {
+    stack_size: Option<usize>,
+    parent: Option<Greenlet>,
+}
+
+impl Builder {
+    /// Default stack size ([`DEFAULT_STACK_SIZE`]), the current greenlet as
+    /// parent.
+    pub fn new() -> Builder {
+        Builder::default()
+    }
+
+    /// Usable stack bytes, rounded up to whole pages; between
+    /// [`MIN_STACK_SIZE`](crate::stack::MIN_STACK_SIZE) and
+    /// [`MAX_STACK_SIZE`](crate::stack::MAX_STACK_SIZE).
+    pub fn stack_size(mut self, bytes: usize) -> Builder {
+        self.stack_size = Some(bytes);
+        self
+    }
+
+    /// The greenlet that receives the new one's return value.
+    pub fn parent(mut self, parent: &Greenlet) -> Builder {
+        self.parent = Some(parent.clone());
+        self
+    }
+
+    /// Creates the greenlet (unstarted).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Stack`] if the stack size is out of range or the stack
+    /// cannot be mapped; the message names the cause and what to raise.
+    pub fn spawn<A, O, F>(self, body: F) -> Result<Greenlet, Error>
+    where
+        A: 'static,
+        O: 'static,
+        F: FnOnce(A) -> Result<O, SwitchError> + 'static,
+    {
+        // Bodies larger than this live in a box; the rest live at the top of
+        // their own stack, which saves an allocation per greenlet.
+        const INLINE_LIMIT: usize = 1024;
+        if size_of::<F>() > INLINE_LIMIT || align_of::<F>() > 64 {
+            let boxed = Box::new(body);
+            return self.spawn_inline(move |a: A| boxed(a));
+        }
+        self.spawn_inline(body)
+    }
+
+    fn spawn_inline<A, O, F>(self, body: F) -> Result<Greenlet, Error>
+    where
+        A: 'static,
+        O: 'static,
+        F: FnOnce(A) -> Result<O, SwitchError> + 'static,
+    {
+        let stack = stack::take(self.stack_size.unwrap_or(DEFAULT_STACK_SIZE))?;
+        let parent = match self.parent {
+            Some(p) => p.inner.clone(),
+            None => {
+                let cur = current_ptr();
+                // SAFETY: the thread state owns a reference; we take another.
+                unsafe {
+                    Rc::increment_strong_count(cur);
+                    Rc::from_raw(cur)
+                }
+            }
+        };
+        let top = stack.top().as_ptr() as usize;
+        let body_at = (top - size_of::<F>()) & !(align_of::<F>().max(16) - 1);
+        // SAFETY: `body_at` is inside the stack (`spawn` boxes bodies over
+        // 1 KiB, the stack at least MIN_STACK_SIZE), aligned for
+        // F, and nothing else uses that memory before the greenlet starts.
+        unsafe { ptr::write(body_at as *mut F, body) };
+        // SAFETY: the region below `body_at` is the rest of our stack, which
+        // the record keeps until the greenlet is dead; `entry::<A, O, F>`
+        // never returns and catches panics.
+        let sp = unsafe { raw::init_stack(body_at as *mut u8, entry::<A, O, F>, body_at as *mut u8) };
+        let guard = stack.guard();
+        let inner = Rc::new(Inner {
+            id: next_id(),
+            state: Cell::new(State::Unstarted),
+            parent: Cell::new(Some(parent)),
+            saved: Cell::new(Some(sp)),
+            expects: Cell::new(TypeKey::of::<A>()),
+            stack_top: top,
+            stack_len: stack.len(),
+            guard_start: guard.start,
+            guard_end: guard.end,
+            stack: Cell::new(Some(stack)),
+            body: Cell::new(Some((body_at as *mut u8, drop_body::<F>))),
+        });
+        Ok(Greenlet { inner })
+    }
+}
+
+unsafe fn drop_body<F>(p: *mut u8) {
+    // SAFETY: `p` holds an `F` written by `spawn` and never read out.
+    unsafe { ptr::drop_in_place(p.cast::<F>()) }
+}
+
+/// The first Rust frame on every greenlet stack.
+unsafe extern "C" fn entry<A, O, F>(word: usize, body_at: *mut u8) -> !
+where
+    A: 'static,
+    O: 'static,
+    F: FnOnce(A) -> Result<O, SwitchError> + 'static,
+{
+    let current = current_ptr();
+    // SAFETY: `current` is this greenlet (the switch made it current).
+    unsafe { (*current).body.set(None) };
+    // SAFETY: the body was written by `spawn` and is read exactly once, here
+    // (`body` was cleared above, so nobody drops it in place).
+    let body = unsafe { ptr::read(body_at.cast::<F>()) };
+    let outcome = panic::catch_unwind(AssertUnwindSafe(move || {
+        // SAFETY: `word` is the transfer that started us; an unstarted
+        // greenlet only ever receives a value of its argument type.
+        match unsafe { receive::<A>(word) } {
+            Received::Value(a) => body(a),
+            Received::Error(e) => Err(e),
+            Received::Panic(p) => panic::resume_unwind(p),
+        }
+    }));
+    finish::<O>(outcome)
+}
+
+/// Ends the running greenlet: marks it dead and hands its outcome to its
+/// nearest live ancestor, for good. Holds nothing that needs dropping when
+/// the last switch is made, since this frame is never resumed.
+fn finish<O: 'static>(outcome: std::thread::Result<Result<O, SwitchError>>) -> ! {
+    let current = current_ptr();
+    // SAFETY: the running greenlet's record is live.
+    let me = unsafe { &*current };
+    me.state.set(State::Dead);
+    let mut slot: Option<O> = None;
+    let mut transfer = Transfer::new(Kind::Value, current);
+    let mut event = Event::Throw;
+    match outcome {
+        Ok(Ok(value)) => {
+            slot = Some(value);
+            transfer.value = (&raw mut slot).cast();
+            event = Event::Switch;
+        }
+        Ok(Err(SwitchError::Exit)) => {
+            transfer.kind = Kind::Exited;
+            event = Event::Switch;
+        }
+        Ok(Err(SwitchError::Exited)) => transfer.kind = Kind::Exited,
+        Ok(Err(SwitchError::Thrown(e))) => {
+            transfer.kind = Kind::Thrown;
+            transfer.thrown = Some(e);
+        }
+        Ok(Err(SwitchError::TypeMismatch { sent, expected })) => {
+            transfer.kind = Kind::Mismatch;
+            transfer.mismatch = (sent, expected);
+        }
+        Err(payload) => {
+            transfer.kind = Kind::Panic;
+            transfer.panic = Some(payload);
+        }
+    }
+    let parent = me.parent_ptr();
+    // SAFETY: our parent link keeps the parent alive.
+    let target = unsafe { (*parent).resolve() };
+    if transfer.kind == Kind::Value {
+        // SAFETY: `target` is live.
+        let expects = unsafe { (*target).expects.get() };
+        if expects.id == TypeId::of::<Discard>() {
+            slot = None;
+            transfer.kind = Kind::Discarded;
+        } else if expects.id != TypeId::of::<O>() {
+            slot = None;
+            transfer.kind = Kind::Mismatch;
+            transfer.mismatch = (type_name::<O>(), expects.name);
+        }
+    }
+    let _ = &slot;
+    // SAFETY: a dead greenlet is never the target of a switch, so `target`
+    // (a live ancestor) differs from us; the value type was checked above.
+    unsafe {
+        switch_core(current, target, &mut transfer, event, TypeKey::of::<()>(), drop_slot::<O>);
+    }
+    unreachable!("a dead greenlet was resumed");
+}

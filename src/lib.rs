@@ -1,0 +1,96 @@
+//! Stackful coroutines with Python greenlet's semantics, over a hand-written
+//! assembly context switch.
+//!
+//! A [`Greenlet`] is a function running on its own stack. You switch to it
+//! explicitly, handing it a value, and it runs until it switches somewhere
+//! else, handing a value back. Greenlets form a tree: each has a parent that
+//! receives its return value, its error, or its panic when it ends.
+//!
+//! ```
+//! use greenlet::{Greenlet, getcurrent};
+//!
+//! let main = getcurrent();
+//! let g = Greenlet::new(move |greeting: &str| {
+//!     let name: &str = main.switch(greeting.len())?; // to main, and back
+//!     Ok(format!("{greeting}, {name}"))               // to the parent: main
+//! });
+//! assert_eq!(g.switch::<&str, usize>("hello")?, 5);
+//! assert_eq!(g.switch::<&str, String>("world")?, "hello, world");
+//! assert!(g.is_dead());
+//! # Ok::<(), greenlet::SwitchError>(())
+//! ```
+//!
+//! # The model
+//!
+//! Everything is per thread. Each thread has an implicit main greenlet,
+//! made on first use; it is the root of the tree, the only greenlet without a
+//! parent, and never dead while its thread lives.
+//!
+//! | state     | `is_started` | `is_active` | `is_dead` | how it gets there                      |
+//! |-----------|--------------|-------------|-----------|----------------------------------------|
+//! | unstarted | false        | false       | false     | `Greenlet::new` / `Builder::spawn`      |
+//! | running   | true         | true        | false     | someone switched to it                  |
+//! | suspended | true         | true        | false     | it switched to someone else             |
+//! | dead      | true         | false       | true      | its body ended, or it was killed unstarted |
+//!
+//! Rules:
+//!
+//! 1. A new greenlet's parent is the greenlet that created it (or the
+//!    builder's [`parent`](Builder::parent)). The body starts at the first
+//!    switch into it and receives that switch's value.
+//! 2. [`Greenlet::switch`] suspends the current greenlet and resumes the
+//!    target, whose pending switch returns the value. Values of any `'static`
+//!    type cross, typed at the call site; a type mismatch is an
+//!    [`SwitchError::TypeMismatch`], never undefined behaviour.
+//! 3. When a body returns `Ok(v)`, the greenlet is dead and `v` goes to its
+//!    parent's pending switch. Switching to a dead greenlet goes to its
+//!    nearest live ancestor, which starts with the value if it is unstarted.
+//! 4. A panic that escapes a body kills the greenlet and is raised in the
+//!    parent at its pending switch with the original payload. It never
+//!    unwinds through the assembly.
+//! 5. [`Greenlet::throw`] raises an error in a greenlet at its suspension
+//!    point; an unstarted greenlet dies without running and the error climbs
+//!    to its parent.
+//! 6. Dropping the last handle to a suspended greenlet raises
+//!    [`GreenletExit`] in it (its switch returns [`SwitchError::Exit`]);
+//!    returning that from the body with `?` runs its destructors before the
+//!    drop returns. A greenlet that swallows it is asked again.
+//! 7. [`Greenlet::set_parent`] rejects cycles and any change to a main
+//!    greenlet; handles are neither `Send` nor `Sync`.
+//! 8. [`settrace`] installs a callback that sees every switch and throw.
+//!
+//! # Layers
+//!
+//! - [`raw`]: the unsafe switch and stack initialisation, usable without
+//!   `std` on bare metal with caller-supplied stacks;
+//! - [`stack`]: guarded, lazily committed, pooled mmap stacks (`std`);
+//! - the safe API at the crate root (`std`).
+//!
+//! # Features
+//!
+//! - `std` (default): mmap stacks, the per-thread pool, the thread-local
+//!   current greenlet, panics carried to the parent, the stack-overflow
+//!   reporter. Without it the crate is `#![no_std]` and offers [`raw`].
+#![no_std]
+#![deny(unsafe_code)]
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(missing_docs)]
+
+extern crate alloc;
+#[cfg(feature = "std")]
+extern crate std;
+
+mod arch;
+pub mod raw;
+pub mod stack;
+
+#[cfg(feature = "std")]
+mod greenlet;
+#[cfg(feature = "std")]
+mod overflow;
+
+#[cfg(feature = "std")]
+pub use greenlet::{
+    Builder, Error, Event, Greenlet, GreenletExit, SwitchError, Tracer, getcurrent, gettrace,
+    main_greenlet, settrace,
+};

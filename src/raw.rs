@@ -1,0 +1,116 @@
+//! The raw context layer: initialise a fresh stack, switch between contexts.
+//!
+//! This is the unsafe foundation the safe [`Greenlet`](crate::Greenlet) API
+//! is built on, exposed for runtimes that manage their own stacks (including
+//! `no_std` ones). Nothing here allocates or knows about greenlets: a context
+//! is just a saved stack pointer, and a switch hands one machine word across.
+//!
+//! Invariants the caller keeps (each function's `# Safety` says which):
+//! a [`StackPointer`] is resumed at most once; the stack it points into stays
+//! mapped until the context it holds has switched away for good; the entry
+//! function of a fresh stack never returns.
+#![allow(unsafe_code)]
+
+use crate::arch::{self, INITIAL_FRAME_SIZE, InitialFrame, STACK_ALIGNMENT};
+use core::ptr::NonNull;
+
+/// The function a fresh stack starts in.
+///
+/// It receives the word passed to the first [`switch`] into the stack and the
+/// `data` pointer given to [`init_stack`]. It must never return: when its work
+/// is done it switches away for the last time. It must not unwind either:
+/// there is no frame above it to unwind into (catch panics inside it).
+pub type Entry = unsafe extern "C" fn(arg: usize, data: *mut u8) -> !;
+
+/// A suspended context: the stack pointer at which its saved frame sits.
+///
+/// `Option<StackPointer>` has the size and representation of a raw pointer
+/// (`None` is null), which is what [`switch`] writes through its `save` slot.
+#[repr(transparent)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StackPointer(NonNull<u8>);
+
+impl StackPointer {
+    /// The address of the saved frame.
+    pub fn as_ptr(self) -> *mut u8 {
+        self.0.as_ptr()
+    }
+}
+
+/// Writes the initial frame for a fresh context just below `top` and returns
+/// the stack pointer that resumes it.
+///
+/// The first [`switch`] to the returned pointer calls `entry(arg, data)` on
+/// this stack, with the stack pointer aligned as the ABI requires and with
+/// the default floating-point environment of a new thread.
+///
+/// # Safety
+///
+/// - `top` is one past the highest byte of a writable stack region at least
+///   [`min_stack_size`] bytes long, which stays valid until the context
+///   started on it has switched away for the last time;
+/// - `entry` upholds the contract of [`Entry`].
+///
+/// # Examples
+///
+/// ```
+/// use greenlet::raw::{self, StackPointer};
+///
+/// unsafe extern "C" fn entry(arg: usize, data: *mut u8) -> ! {
+///     // `data` is where the creator's context was saved.
+///     let caller = data.cast::<Option<StackPointer>>();
+///     let mut me = None;
+///     // SAFETY: `caller` holds the suspended creator, which is resumed once.
+///     unsafe { raw::switch(arg * 2, (*caller).unwrap(), &mut me) };
+///     unreachable!("never resumed again");
+/// }
+///
+/// let mut memory = vec![0u128; 4096]; // 64 KiB, 16-byte aligned
+/// let mut caller: Option<StackPointer> = None;
+/// // SAFETY: `memory` outlives the context; `entry` never returns.
+/// let top = unsafe { memory.as_mut_ptr().add(memory.len()).cast::<u8>() };
+/// let fresh = unsafe { raw::init_stack(top, entry, (&raw mut caller).cast()) };
+/// // SAFETY: `fresh` was just initialised and is resumed once.
+/// let answer = unsafe { raw::switch(21, fresh, &mut caller) };
+/// assert_eq!(answer, 42);
+/// ```
+pub unsafe fn init_stack(top: *mut u8, entry: Entry, data: *mut u8) -> StackPointer {
+    let aligned_top = (top as usize) & !(STACK_ALIGNMENT - 1);
+    let frame = (aligned_top - INITIAL_FRAME_SIZE) as *mut InitialFrame;
+    // SAFETY: the caller guarantees the region below `top` is writable and
+    // large enough; `frame` is 16-byte aligned, more than the struct needs.
+    unsafe { frame.write(InitialFrame::new(entry, data)) };
+    // SAFETY: `frame` is derived from a non-null stack top minus a small
+    // constant, so it is not null.
+    StackPointer(unsafe { NonNull::new_unchecked(frame.cast()) })
+}
+
+/// Suspends the running context, saving it in `*save`, and resumes `to`,
+/// which receives `arg`.
+///
+/// Returns when some later switch resumes the saved context, with the word
+/// that switch passed.
+///
+/// All callee-saved registers, the stack pointer and the floating-point
+/// control state (MXCSR and x87 control word on x86_64, FPCR on aarch64)
+/// are preserved across the call, as the ABI requires of any function.
+///
+/// # Safety
+///
+/// - `to` came from [`init_stack`] or from a `save` slot written by an
+///   earlier `switch`, and has not been resumed since;
+/// - the stack `to` points into is still mapped;
+/// - `save` is valid for writes until the context saved there is resumed,
+///   and whoever resumes it reads it from there;
+/// - no frame of the current context is unwound while it is suspended.
+pub unsafe fn switch(arg: usize, to: StackPointer, save: *mut Option<StackPointer>) -> usize {
+    // SAFETY: the caller upholds the asm contract stated above; the save slot
+    // has the layout of a raw pointer, which is what the asm writes.
+    unsafe { arch::greenlet_switch(arg, to.as_ptr(), save.cast()) }
+}
+
+/// The smallest stack region [`init_stack`] accepts: the initial frame plus
+/// room for the entry function's first frames.
+pub const fn min_stack_size() -> usize {
+    INITIAL_FRAME_SIZE + 4096
+}

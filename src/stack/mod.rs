@@ -1,0 +1,24 @@
+//! Stacks for greenlets.
+//!
+//! With the `std` feature, [`Stack`] is an mmap'ed region with a `PROT_NONE`
+//! guard of at least one page below it, committed lazily by the kernel, and
+//! recycled through a per-thread pool so that creating a greenlet in the
+//! steady state makes no system call. Without `std`, callers supply their own
+//! memory to [`raw::init_stack`](crate::raw::init_stack).
+
+#[cfg(feature = "std")]
+mod mmap;
+#[cfg(feature = "std")]
+mod pool;
+
+#[cfg(feature = "std")]
+pub use mmap::{MAX_STACK_SIZE, MIN_STACK_SIZE, Stack, StackError, StackErrorKind, page_size};
+#[cfg(feature = "std")]
+pub use pool::{PoolStats, pool_stats, set_pool_limit};
+#[cfg(feature = "std")]
+pub(crate) use pool::{give_back, take};
+
+/// The usable size of a greenlet stack when the builder does not set one:
+/// 128 KiB of address space, of which only the pages actually touched are
+/// ever committed.
+pub const DEFAULT_STACK_SIZE: usize = 128 * 1024;
