@@ -1,0 +1,1 @@
+//! The gevent-style hub (work in progress).
