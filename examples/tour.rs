@@ -1,0 +1,238 @@
+//! The tour: the programs of the greenlet tutorial this project grew from,
+//! replayed in Rust. `cargo run --release --example tour`.
+//!
+//! Each section prints what it shows; the comments give the Python original's
+//! output for comparison.
+
+use greenlet::{Event, Greenlet, SwitchError, getcurrent, settrace};
+use std::cell::RefCell;
+use std::panic::{self, AssertUnwindSafe};
+use std::rc::Rc;
+
+/// A slot for a greenlet that a body refers to before it exists (the
+/// Python programs use module globals for this). Cleared at the end of each
+/// section so the greenlets that refer to each other can be freed.
+type Slot = Rc<RefCell<Option<Greenlet>>>;
+
+fn slot() -> Slot {
+    Rc::new(RefCell::new(None))
+}
+
+fn get(slot: &Slot) -> Greenlet {
+    slot.borrow().clone().expect("slot filled before the first switch")
+}
+
+fn main() -> Result<(), SwitchError> {
+    two_greenlets()?;
+    values_both_ways()?;
+    dead_state()?;
+    tracing();
+    exit_on_drop()?;
+    generators();
+    Ok(())
+}
+
+/// gr1 prints 12, switches to gr2 which prints 56 and switches back; gr1
+/// prints 34 and ends, returning to main. gr2's 78 is never printed.
+fn two_greenlets() -> Result<(), SwitchError> {
+    println!("== 1. two greenlets (expect 12 56 34, never 78)");
+    let (gr1, gr2) = (slot(), slot());
+    let (to2, to1) = (gr2.clone(), gr1.clone());
+    *gr1.borrow_mut() = Some(Greenlet::new(move |()| {
+        println!("12");
+        get(&to2).switch::<(), ()>(())?;
+        println!("34");
+        Ok(())
+    }));
+    *gr2.borrow_mut() = Some(Greenlet::new(move |()| {
+        println!("56");
+        get(&to1).switch::<(), ()>(())?;
+        println!("78");
+        Ok(())
+    }));
+    get(&gr1).switch::<(), ()>(())?;
+    println!("gr2 is still suspended: active={}", get(&gr2).is_active());
+    gr1.borrow_mut().take();
+    gr2.borrow_mut().take(); // the last handle: gr2 exits, 78 stays unprinted
+    Ok(())
+}
+
+/// gr1 starts with ("hello", " world") and switches their concatenation to
+/// gr2, which prints it and switches 10 back; gr1 prints 10 and returns;
+/// main prints what its switch returned: gr1's return value.
+fn values_both_ways() -> Result<(), SwitchError> {
+    println!("\n== 2. values both ways");
+    let (gr1, gr2) = (slot(), slot());
+    let (to2, to1) = (gr2.clone(), gr1.clone());
+    *gr1.borrow_mut() = Some(Greenlet::new(move |(x, y): (&str, &str)| {
+        let z: i32 = get(&to2).switch(format!("{x}{y}"))?;
+        println!("test1 {z}");
+        Ok(())
+    }));
+    *gr2.borrow_mut() = Some(Greenlet::new(move |u: String| {
+        println!("test2 {u}");
+        get(&to1).switch::<i32, ()>(10)?;
+        Ok(())
+    }));
+    let returned: () = get(&gr1).switch(("hello", " world"))?;
+    println!("main got {returned:?} (Python prints None)");
+    gr1.borrow_mut().take();
+    gr2.borrow_mut().take();
+    Ok(())
+}
+
+/// Only a finished body makes a greenlet dead; switching into a dead one
+/// goes to its parent, here main itself, so the 10 comes straight back.
+fn dead_state() -> Result<(), SwitchError> {
+    println!("\n== 3. dead greenlets");
+    let (gr1, gr2) = (slot(), slot());
+    let (to2, to1) = (gr2.clone(), gr1.clone());
+    *gr1.borrow_mut() = Some(Greenlet::new(move |()| {
+        get(&to2).switch::<i32, ()>(1)?;
+        println!("test1 finished");
+        Ok(())
+    }));
+    *gr2.borrow_mut() = Some(Greenlet::new(move |x: i32| {
+        println!("test2 first {x}");
+        let z: () = get(&to1).switch(())?;
+        println!("test2 back {z:?}");
+        Ok(())
+    }));
+    let (g1, g2) = (get(&gr1), get(&gr2));
+    g1.switch::<(), ()>(())?;
+    println!("gr1 is dead?: {}, gr2 is dead?: {}", g1.is_dead(), g2.is_dead());
+    g2.switch::<(), ()>(())?;
+    println!("gr1 is dead?: {}, gr2 is dead?: {}", g1.is_dead(), g2.is_dead());
+    println!("{}", g2.switch::<i32, i32>(10)?);
+    gr1.borrow_mut().take();
+    gr2.borrow_mut().take();
+    Ok(())
+}
+
+/// A tracer sees every switch and throw: main -> g1, g1 -> g2, and the
+/// panic in g2 travelling to main as a throw. The panic arrives in main.
+fn tracing() {
+    println!("\n== 4. tracing");
+    let main = getcurrent();
+    let g2 = Greenlet::new(|()| -> Result<(), SwitchError> { panic!("excep in coroutine") });
+    let to2 = g2.clone();
+    let g1 = Greenlet::new(move |()| to2.switch::<(), ()>(()));
+    println!("main id {}, gr1 id {}, gr2 id {}", main.id(), g1.id(), g2.id());
+    let old = settrace(Some(Rc::new(|event: Event, origin: &Greenlet, target: &Greenlet| {
+        println!("{} from {} to {}", event.as_str(), origin.id(), target.id());
+    })));
+    // The default hook would print the panic too; the tour prints it itself.
+    let hook = panic::take_hook();
+    panic::set_hook(Box::new(|_| {}));
+    let outcome = panic::catch_unwind(AssertUnwindSafe(|| g1.switch::<(), ()>(())));
+    panic::set_hook(hook);
+    settrace(old);
+    match outcome {
+        Err(payload) => println!("Exception : {}", payload.downcast_ref::<&str>().unwrap_or(&"?")),
+        Ok(r) => println!("no panic arrived: {r:?}"),
+    }
+}
+
+/// Dropping the last handles of a suspended greenlet raises GreenletExit in
+/// it. Code after its switch never runs; a guard's `Drop` does.
+fn exit_on_drop() -> Result<(), SwitchError> {
+    println!("\n== 5. exit on drop");
+    for with_guard in [false, true] {
+        let huge: Rc<RefCell<Vec<u64>>> = Rc::default();
+        let (gr1, gr2) = (slot(), slot());
+        let (to2, to1) = (gr2.clone(), gr1.clone());
+        let buffer = huge.clone();
+        *gr1.borrow_mut() = Some(Greenlet::new(move |()| get(&to2).switch::<(), ()>(())));
+        *gr2.borrow_mut() = Some(Greenlet::new(move |()| {
+            buffer.borrow_mut().extend((0..100).map(|x| x * x));
+            // With the guard, dropping it (however the body ends) empties
+            // the buffer; the line after the switch runs only on resumption.
+            let _guard = with_guard.then(|| Clear(buffer.clone()));
+            get(&to1).switch::<(), ()>(())?;
+            println!("finish switch del huge");
+            buffer.borrow_mut().clear();
+            Ok(())
+        }));
+        get(&gr1).switch::<(), ()>(())?;
+        gr1.borrow_mut().take();
+        gr2.borrow_mut().take();
+        let label = if with_guard { "with a guard" } else { "without a guard" };
+        println!("{label}: length of huge is {}", huge.borrow().len());
+    }
+    Ok(())
+}
+
+struct Clear(Rc<RefCell<Vec<u64>>>);
+
+impl Drop for Clear {
+    fn drop(&mut self) {
+        println!("guard: finish switch del huge");
+        self.0.borrow_mut().clear();
+    }
+}
+
+/// A generator built from greenlets: each `next` switches into the body,
+/// which switches each item back to whoever asked.
+struct Generator<T: 'static> {
+    greenlet: Greenlet,
+    _items: std::marker::PhantomData<T>,
+}
+
+impl<T: 'static> Generator<T> {
+    fn new(body: impl FnOnce(&dyn Fn(T) -> Result<(), SwitchError>) -> Result<(), SwitchError> + 'static) -> Self {
+        let greenlet = Greenlet::new(move |()| {
+            let emit = |item: T| -> Result<(), SwitchError> {
+                let asker = getcurrent().parent().expect("a generator has a parent");
+                asker.switch::<Option<T>, ()>(Some(item))
+            };
+            body(&emit)?;
+            Ok(None::<T>)
+        });
+        Generator { greenlet, _items: std::marker::PhantomData }
+    }
+}
+
+impl<T: 'static> Iterator for Generator<T> {
+    type Item = T;
+
+    fn next(&mut self) -> Option<T> {
+        if self.greenlet.is_dead() {
+            return None;
+        }
+        // Items go to whoever asks now: main, or an outer generator.
+        self.greenlet.set_parent(&getcurrent()).expect("no cycle");
+        self.greenlet.switch::<(), Option<T>>(()).expect("generator body failed")
+    }
+}
+
+fn permutations(items: Vec<u32>) -> Generator<Vec<u32>> {
+    Generator::new(move |emit| {
+        if items.len() <= 1 {
+            return emit(items);
+        }
+        for (i, &first) in items.iter().enumerate() {
+            let mut rest = items.clone();
+            rest.remove(i);
+            for mut tail in permutations(rest) {
+                tail.insert(0, first);
+                emit(tail)?;
+            }
+        }
+        Ok(())
+    })
+}
+
+fn generators() {
+    println!("\n== 6. generators (nested and recursive)");
+    let squares = Generator::new(|emit| {
+        for i in 1..=5u64 {
+            emit(i * i)?;
+        }
+        Ok(())
+    });
+    println!("squares: {:?}", squares.collect::<Vec<_>>());
+    let perms: Vec<String> = permutations(vec![1, 2, 3])
+        .map(|p| p.iter().map(u32::to_string).collect::<Vec<_>>().join(""))
+        .collect();
+    println!("permutations of 123: {}", perms.join(" "));
+}
