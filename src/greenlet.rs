@@ -184,7 +184,10 @@ struct TypeKey {
 
 impl TypeKey {
     fn of<T: 'static>() -> Self {
-        TypeKey { id: TypeId::of::<T>(), name: type_name::<T>() }
+        TypeKey {
+            id: TypeId::of::<T>(),
+            name: type_name::<T>(),
+        }
     }
 }
 
@@ -220,10 +223,16 @@ struct Inner {
     stack_len: usize,
     guard_start: usize,
     guard_end: usize,
+    /// The lowest stack pointer seen at this greenlet's switches: how deep
+    /// its stack went, for the pool's page release.
+    low_water: Cell<usize>,
     /// For an unstarted greenlet: the body stored at the top of its stack and
     /// the function that drops it in place if it never runs.
-    body: Cell<Option<(*mut u8, unsafe fn(*mut u8))>>,
+    body: Cell<Option<StoredBody>>,
 }
+
+/// Where an unstarted body lives, and how to drop it there.
+type StoredBody = (*mut u8, unsafe fn(*mut u8));
 
 impl Inner {
     fn is_main(&self) -> bool {
@@ -268,7 +277,7 @@ impl Inner {
             unsafe { drop_body(body) };
         }
         if let Some(stack) = self.stack.take() {
-            stack::give_back(stack);
+            stack::give_back(stack, 0);
         }
     }
 }
@@ -281,7 +290,7 @@ impl Drop for Inner {
             self.kill_unstarted();
         }
         if let Some(stack) = self.stack.take() {
-            stack::give_back(stack);
+            stack::give_back(stack, self.low_water.get());
         }
     }
 }
@@ -309,7 +318,7 @@ std::thread_local! {
             torn_down: Cell::new(false),
         }
     };
-    static TRACER: Cell<Option<Rc<dyn Fn(Event, &Greenlet, &Greenlet)>>> = const { Cell::new(None) };
+    static TRACER: Cell<Option<Tracer>> = const { Cell::new(None) };
     static TEARDOWN: Teardown = const { Teardown };
 }
 
@@ -357,6 +366,7 @@ fn make_main(t: &ThreadState) -> *const Inner {
         stack_len: 0,
         guard_start: 0,
         guard_end: 0,
+        low_water: Cell::new(usize::MAX),
         body: Cell::new(None),
     });
     let raw = Rc::into_raw(main);
@@ -391,7 +401,12 @@ pub(crate) fn running_guard() -> Option<(usize, usize, usize, u64)> {
             // SAFETY: `current` owns a reference, so the record is live; the
             // fields read are immutable after creation.
             let inner = unsafe { &*cur };
-            (!inner.is_main()).then_some((inner.guard_start, inner.guard_end, inner.stack_len, inner.id))
+            (!inner.is_main()).then_some((
+                inner.guard_start,
+                inner.guard_end,
+                inner.stack_len,
+                inner.id,
+            ))
         })
         .ok()
         .flatten()
@@ -425,7 +440,14 @@ struct Transfer {
 
 impl Transfer {
     fn new(kind: Kind, origin: *const Inner) -> Self {
-        Transfer { kind, value: ptr::null_mut(), origin, thrown: None, panic: None, mismatch: ("", "") }
+        Transfer {
+            kind,
+            value: ptr::null_mut(),
+            origin,
+            thrown: None,
+            panic: None,
+            mismatch: ("", ""),
+        }
     }
 }
 
@@ -495,7 +517,9 @@ unsafe fn switch_core(
             }
             continue;
         }
-        if THREAD.with(|s| s.tracing.get()) && !call_tracer(event, current, target, transfer, drop_value) {
+        if THREAD.with(|s| s.tracing.get())
+            && !call_tracer(event, current, target, transfer, drop_value)
+        {
             // The tracer panicked: the transfer is now that panic; re-check
             // where it can go.
             if target == current {
@@ -516,7 +540,14 @@ unsafe fn switch_core(
     // us is released by whoever resumes next, once they have read `transfer`.
     unsafe { Rc::increment_strong_count(target) };
     THREAD.with(|s| s.current.set(target));
-    let to = tgt.saved.take().expect("a suspended or unstarted greenlet has a saved context");
+    let to = tgt
+        .saved
+        .take()
+        .expect("a suspended or unstarted greenlet has a saved context");
+    let depth = to.as_ptr() as usize;
+    if depth < tgt.low_water.get() {
+        tgt.low_water.set(depth);
+    }
     transfer.origin = current;
     // SAFETY: `to` is the target's saved context, resumed once (taken out of
     // its slot); our save slot stays valid while we are suspended because our
@@ -542,13 +573,22 @@ fn call_tracer(
     transfer: &mut Transfer,
     drop_value: unsafe fn(*mut u8),
 ) -> bool {
-    let Some(tracer) = gettrace() else { return true };
+    let Some(tracer) = gettrace() else {
+        return true;
+    };
     // SAFETY: both records are live (see `switch_core`); the handles made
     // here hold their own references and are dropped before returning.
     let (o, t) = unsafe {
         Rc::increment_strong_count(origin);
         Rc::increment_strong_count(target);
-        (Greenlet { inner: Rc::from_raw(origin) }, Greenlet { inner: Rc::from_raw(target) })
+        (
+            Greenlet {
+                inner: Rc::from_raw(origin),
+            },
+            Greenlet {
+                inner: Rc::from_raw(target),
+            },
+        )
     };
     let result = panic::catch_unwind(AssertUnwindSafe(|| tracer(event, &o, &t)));
     drop(tracer);
@@ -594,13 +634,20 @@ unsafe fn receive<R: 'static>(word: usize) -> Received<R> {
     let origin = transfer.origin;
     let received = match transfer.kind {
         // SAFETY: the sender checked that the slot holds an `Option<R>`.
-        Kind::Value => Received::Value(unsafe { (*transfer.value.cast::<Option<R>>()).take() }.expect("value present")),
+        Kind::Value => Received::Value(
+            unsafe { (*transfer.value.cast::<Option<R>>()).take() }.expect("value present"),
+        ),
         Kind::Discarded => discarded::<R>(),
         Kind::Exit => Received::Error(SwitchError::Exit),
         Kind::Exited => Received::Error(SwitchError::Exited),
-        Kind::Thrown => Received::Error(SwitchError::Thrown(transfer.thrown.take().expect("thrown error present"))),
+        Kind::Thrown => Received::Error(SwitchError::Thrown(
+            transfer.thrown.take().expect("thrown error present"),
+        )),
         Kind::Panic => Received::Panic(transfer.panic.take().expect("panic payload present")),
-        Kind::Mismatch => Received::Error(SwitchError::TypeMismatch { sent: transfer.mismatch.0, expected: transfer.mismatch.1 }),
+        Kind::Mismatch => Received::Error(SwitchError::TypeMismatch {
+            sent: transfer.mismatch.0,
+            expected: transfer.mismatch.1,
+        }),
     };
     if !origin.is_null() {
         // SAFETY: `origin` is the greenlet that switched to us, and the thread
@@ -616,7 +663,10 @@ fn discarded<R: 'static>() -> Received<R> {
     let mut unit = Some(Discard);
     match (&mut unit as &mut dyn Any).downcast_mut::<Option<R>>() {
         Some(slot) => Received::Value(slot.take().expect("just set")),
-        None => Received::Error(SwitchError::TypeMismatch { sent: "<discarded>", expected: type_name::<R>() }),
+        None => Received::Error(SwitchError::TypeMismatch {
+            sent: "<discarded>",
+            expected: type_name::<R>(),
+        }),
     }
 }
 
@@ -627,12 +677,14 @@ unsafe fn release_origin(origin: *const Inner) {
     if o.state.get() == State::Dead
         && let Some(stack) = o.stack.take()
     {
-        stack::give_back(stack);
+        stack::give_back(stack, o.low_water.get());
     }
     // SAFETY: this reference was owned by the thread state while the origin
     // ran; it is ours to drop now. Wrapping it in a handle applies the
     // exit-on-last-handle rule to it.
-    drop(Greenlet { inner: unsafe { Rc::from_raw(origin) } });
+    drop(Greenlet {
+        inner: unsafe { Rc::from_raw(origin) },
+    });
 }
 
 fn into_result<R>(received: Received<R>) -> Result<R, SwitchError> {
@@ -676,9 +728,11 @@ fn into_result<R>(received: Received<R>) -> Result<R, SwitchError> {
 /// ```
 /// use greenlet::Greenlet;
 ///
-/// let doubler = Greenlet::new(|mut x: i32| loop {
-///     // Hand back the double; wait for the next number.
-///     x = greenlet::getcurrent().parent().unwrap().switch(x * 2)?;
+/// let doubler = Greenlet::new(|mut x: i32| -> Result<(), _> {
+///     loop {
+///         // Hand back the double; wait for the next number.
+///         x = greenlet::getcurrent().parent().unwrap().switch(x * 2)?;
+///     }
 /// });
 /// assert_eq!(doubler.switch::<i32, i32>(21)?, 42);
 /// assert_eq!(doubler.switch::<i32, i32>(5)?, 10);
@@ -788,7 +842,14 @@ impl Greenlet {
         // SAFETY: the value's type was checked against what `target` waits
         // for; `current` and `target` are distinct live greenlets.
         let word = unsafe {
-            switch_core(current, target, &mut transfer, Event::Switch, TypeKey::of::<R>(), drop_slot::<T>)
+            switch_core(
+                current,
+                target,
+                &mut transfer,
+                Event::Switch,
+                TypeKey::of::<R>(),
+                drop_slot::<T>,
+            )
         };
         // SAFETY: `word` came back from the switch.
         into_result(unsafe { receive::<R>(word) })
@@ -837,7 +898,16 @@ impl Greenlet {
             slow_self_delivery(&mut transfer)
         } else {
             // SAFETY: a non-value transfer; distinct live greenlets.
-            unsafe { switch_core(current, target, &mut transfer, Event::Throw, TypeKey::of::<R>(), drop_nothing) }
+            unsafe {
+                switch_core(
+                    current,
+                    target,
+                    &mut transfer,
+                    Event::Throw,
+                    TypeKey::of::<R>(),
+                    drop_nothing,
+                )
+            }
         };
         // SAFETY: `word` came back from the switch or is our own transfer.
         into_result(unsafe { receive::<R>(word) })
@@ -921,7 +991,9 @@ impl Greenlet {
     /// nothing but its body, or dead, and for main).
     pub fn stack_in_use(&self) -> usize {
         match (self.inner.saved.get(), self.inner.state.get()) {
-            (Some(sp), State::Suspended) if !self.is_main() => self.inner.stack_top - sp.as_ptr() as usize,
+            (Some(sp), State::Suspended) if !self.is_main() => {
+                self.inner.stack_top - sp.as_ptr() as usize
+            }
             _ => 0,
         }
     }
@@ -937,7 +1009,10 @@ fn self_switch<T: 'static, R: 'static>(value: T) -> Result<R, SwitchError> {
     let mut slot = Some(value);
     match (&mut slot as &mut dyn Any).downcast_mut::<Option<R>>() {
         Some(v) => Ok(v.take().expect("just set")),
-        None => Err(SwitchError::TypeMismatch { sent: type_name::<T>(), expected: type_name::<R>() }),
+        None => Err(SwitchError::TypeMismatch {
+            sent: type_name::<T>(),
+            expected: type_name::<R>(),
+        }),
     }
 }
 
@@ -949,12 +1024,24 @@ fn switch_mismatch<T: 'static, R: 'static>(
     expects: TypeKey,
 ) -> Result<R, SwitchError> {
     if expects.id != TypeId::of::<Discard>() {
-        return Err(SwitchError::TypeMismatch { sent: type_name::<T>(), expected: expects.name });
+        return Err(SwitchError::TypeMismatch {
+            sent: type_name::<T>(),
+            expected: expects.name,
+        });
     }
     drop(value);
     let mut transfer = Transfer::new(Kind::Discarded, current);
     // SAFETY: a discarded value carries nothing to check; distinct greenlets.
-    let word = unsafe { switch_core(current, target, &mut transfer, Event::Switch, TypeKey::of::<R>(), drop_nothing) };
+    let word = unsafe {
+        switch_core(
+            current,
+            target,
+            &mut transfer,
+            Event::Switch,
+            TypeKey::of::<R>(),
+            drop_nothing,
+        )
+    };
     // SAFETY: `word` came back from the switch.
     into_result(unsafe { receive::<R>(word) })
 }
@@ -1018,7 +1105,16 @@ fn kill_suspended(inner: &Rc<Inner>) {
         let target = Rc::as_ptr(inner);
         // SAFETY: `inner` is suspended, so not current; the transfer carries
         // no value.
-        let word = unsafe { switch_core(current, target, &mut transfer, Event::Throw, TypeKey::of::<Discard>(), drop_nothing) };
+        let word = unsafe {
+            switch_core(
+                current,
+                target,
+                &mut transfer,
+                Event::Throw,
+                TypeKey::of::<Discard>(),
+                drop_nothing,
+            )
+        };
         // SAFETY: `word` came back from the switch.
         let received = unsafe { receive::<Discard>(word) };
         if let Received::Panic(payload) = received {
@@ -1036,9 +1132,15 @@ fn report_cleanup_panic(id: u64, payload: &Box<dyn Any + Send>) {
     let message = payload
         .downcast_ref::<&str>()
         .copied()
-        .or_else(|| payload.downcast_ref::<std::string::String>().map(|s| s.as_str()))
+        .or_else(|| {
+            payload
+                .downcast_ref::<std::string::String>()
+                .map(|s| s.as_str())
+        })
         .unwrap_or("<non-string payload>");
-    std::eprintln!("greenlet #{id} panicked while exiting after its last handle was dropped: {message}");
+    std::eprintln!(
+        "greenlet #{id} panicked while exiting after its last handle was dropped: {message}"
+    );
 }
 
 /// The running greenlet.
@@ -1057,7 +1159,9 @@ pub fn getcurrent() -> Greenlet {
     // SAFETY: the thread state owns a reference; we take another.
     unsafe {
         Rc::increment_strong_count(cur);
-        Greenlet { inner: Rc::from_raw(cur) }
+        Greenlet {
+            inner: Rc::from_raw(cur),
+        }
     }
 }
 
@@ -1218,7 +1322,8 @@ impl Builder {
         // SAFETY: the region below `body_at` is the rest of our stack, which
         // the record keeps until the greenlet is dead; `entry::<A, O, F>`
         // never returns and catches panics.
-        let sp = unsafe { raw::init_stack(body_at as *mut u8, entry::<A, O, F>, body_at as *mut u8) };
+        let sp =
+            unsafe { raw::init_stack(body_at as *mut u8, entry::<A, O, F>, body_at as *mut u8) };
         let guard = stack.guard();
         let inner = Rc::new(Inner {
             id: next_id(),
@@ -1230,6 +1335,7 @@ impl Builder {
             stack_len: stack.len(),
             guard_start: guard.start,
             guard_end: guard.end,
+            low_water: Cell::new(top),
             stack: Cell::new(Some(stack)),
             body: Cell::new(Some((body_at as *mut u8, drop_body::<F>))),
         });
@@ -1321,7 +1427,14 @@ fn finish<O: 'static>(outcome: std::thread::Result<Result<O, SwitchError>>) -> !
     // SAFETY: a dead greenlet is never the target of a switch, so `target`
     // (a live ancestor) differs from us; the value type was checked above.
     unsafe {
-        switch_core(current, target, &mut transfer, event, TypeKey::of::<()>(), drop_slot::<O>);
+        switch_core(
+            current,
+            target,
+            &mut transfer,
+            event,
+            TypeKey::of::<()>(),
+            drop_slot::<O>,
+        );
     }
     unreachable!("a dead greenlet was resumed");
 }

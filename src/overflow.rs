@@ -27,7 +27,10 @@ struct Previous(UnsafeCell<[MaybeUninit<libc::sigaction>; 2]>);
 // reads it is installed; read-only from then on.
 unsafe impl Sync for Previous {}
 
-static PREVIOUS: Previous = Previous(UnsafeCell::new([MaybeUninit::uninit(), MaybeUninit::uninit()]));
+static PREVIOUS: Previous = Previous(UnsafeCell::new([
+    MaybeUninit::uninit(),
+    MaybeUninit::uninit(),
+]));
 static INSTALL: Once = Once::new();
 
 const SIGNALS: [libc::c_int; 2] = [libc::SIGSEGV, libc::SIGBUS];
@@ -78,20 +81,30 @@ impl AlternateStack {
         let Ok(mut mapping) = memmap2::MmapMut::map_anon(size) else {
             return AlternateStack { mapping: None };
         };
-        let stack = libc::stack_t { ss_sp: mapping.as_mut_ptr().cast(), ss_flags: 0, ss_size: size };
+        let stack = libc::stack_t {
+            ss_sp: mapping.as_mut_ptr().cast(),
+            ss_flags: 0,
+            ss_size: size,
+        };
         // SAFETY: `stack` describes a mapping we keep until this thread's
         // destructor disables it.
         if unsafe { libc::sigaltstack(&stack, ptr::null_mut()) } != 0 {
             return AlternateStack { mapping: None };
         }
-        AlternateStack { mapping: Some(mapping) }
+        AlternateStack {
+            mapping: Some(mapping),
+        }
     }
 }
 
 impl Drop for AlternateStack {
     fn drop(&mut self) {
         if self.mapping.is_some() {
-            let disable = libc::stack_t { ss_sp: ptr::null_mut(), ss_flags: libc::SS_DISABLE, ss_size: 0 };
+            let disable = libc::stack_t {
+                ss_sp: ptr::null_mut(),
+                ss_flags: libc::SS_DISABLE,
+                ss_size: 0,
+            };
             // SAFETY: disabling before the mapping is unmapped below.
             unsafe { libc::sigaltstack(&disable, ptr::null_mut()) };
         }
@@ -99,7 +112,11 @@ impl Drop for AlternateStack {
 }
 
 /// The signal handler. Async-signal-safe (see the module docs).
-extern "C" fn handle_fault(sig: libc::c_int, info: *mut libc::siginfo_t, context: *mut libc::c_void) {
+extern "C" fn handle_fault(
+    sig: libc::c_int,
+    info: *mut libc::siginfo_t,
+    context: *mut libc::c_void,
+) {
     // SAFETY: the kernel passes a valid siginfo for SA_SIGINFO handlers.
     let address = unsafe { (*info).si_addr() } as usize;
     if let Some((guard_start, guard_end, size, id)) = crate::greenlet::running_guard()
@@ -136,19 +153,30 @@ extern "C" fn handle_fault(sig: libc::c_int, info: *mut libc::siginfo_t, context
 
 /// Writes the overflow report to stderr with `write(2)` only.
 fn report_overflow(id: u64, size: usize, address: usize) {
-    let mut buffer = Buffer { bytes: [0; 512], len: 0 };
+    let mut buffer = Buffer {
+        bytes: [0; 512],
+        len: 0,
+    };
     buffer.push(b"\ngreenlet: stack overflow in greenlet #");
     buffer.push_decimal(id as usize);
     buffer.push(b": it ran past the end of its ");
     buffer.push_decimal(size);
     buffer.push(b"-byte stack (fault at ");
     buffer.push_hex(address);
-    buffer.push(b", in the guard page).\ngreenlet: give it a bigger stack with \
-        greenlet::Builder::new().stack_size(bytes), or recurse less. Aborting.\n");
+    buffer.push(
+        b", in the guard page).\ngreenlet: give it a bigger stack with \
+        greenlet::Builder::new().stack_size(bytes), or recurse less. Aborting.\n",
+    );
     let mut written = 0;
     while written < buffer.len {
         // SAFETY: writing initialised bytes of a stack buffer to fd 2.
-        let n = unsafe { libc::write(2, buffer.bytes[written..].as_ptr().cast(), buffer.len - written) };
+        let n = unsafe {
+            libc::write(
+                2,
+                buffer.bytes[written..].as_ptr().cast(),
+                buffer.len - written,
+            )
+        };
         if n <= 0 {
             break;
         }

@@ -32,7 +32,10 @@ const_assert_eq!(offset_of!(InitialFrame, r13_data), frame::R13);
 const_assert_eq!(offset_of!(InitialFrame, r12_entry), frame::R12);
 const_assert_eq!(offset_of!(InitialFrame, rbx), frame::RBX);
 const_assert_eq!(offset_of!(InitialFrame, rbp), frame::RBP);
-const_assert_eq!(offset_of!(InitialFrame, return_address), frame::RETURN_ADDRESS);
+const_assert_eq!(
+    offset_of!(InitialFrame, return_address),
+    frame::RETURN_ADDRESS
+);
 const_assert_eq!(size_of::<InitialFrame>(), frame::SIZE);
 // The trampoline runs with rsp = frame + SIZE and needs it 16-byte aligned.
 const_assert_eq!(frame::SIZE % 16, 0);

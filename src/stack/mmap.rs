@@ -1,15 +1,36 @@
-//! One guarded stack: an anonymous private mapping, lowest page(s) `PROT_NONE`.
+//! Guarded stacks carved out of slabs: large anonymous private mappings cut
+//! into equal slots, each slot a guard region followed by a usable stack.
 //!
-//! Invariant: a [`Stack`] value always has its guard installed. The guard is
-//! set before the value exists, and a failure to set it unmaps the region, so
-//! no unguarded stack is ever handed out.
+//! ```text
+//!   slab base                                              slab end
+//!   | guard | stack 0 ....... | guard | stack 1 ....... | ... |
+//!   ^ one or more pages, no access   ^ top of stack 0 = base of guard 1
+//! ```
+//!
+//! How a guard is made (chosen once per process, see [`GuardKind`]):
+//!
+//! - `MADV_GUARD_INSTALL` (Linux 6.13+): a guard marker in the page tables.
+//!   It does not split the mapping, so a slab of a thousand stacks is one
+//!   entry of the process's `vm.max_map_count` budget, and a million live
+//!   greenlets fit under the default limit.
+//! - `mprotect(PROT_NONE)` (any Linux): splits the mapping at every guard,
+//!   two mappings per stack, so the default `vm.max_map_count` (65530) caps
+//!   live greenlets near 32,000; beyond that, making a stack is an `Err`
+//!   that names the sysctl.
+//!
+//! Invariants: a [`Stack`] value always has its guard installed (the guard is
+//! made before the value exists, and a failure leaves the slot unused); a
+//! slab is unmapped when its last stack is dropped; every slot belongs to
+//! exactly one `Stack` value or to no one (never handed out twice).
 #![allow(unsafe_code)]
 
+use core::cell::Cell;
 use core::fmt;
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::io;
-use std::string::String;
+use std::rc::Rc;
+use std::string::{String, ToString};
 
 /// The smallest usable size a greenlet stack may be given: enough for the
 /// greenlet's own entry frames, a panic's unwinding, and a little user code.
@@ -19,12 +40,25 @@ pub const MIN_STACK_SIZE: usize = 16 * 1024;
 /// space); anything above is almost certainly a unit mistake.
 pub const MAX_STACK_SIZE: usize = 1 << 40;
 
-/// Mappings currently held by `Stack` values in this process, pooled or not.
-static MAPPED: AtomicUsize = AtomicUsize::new(0);
+/// `MADV_GUARD_INSTALL` from `<linux/mman.h>` (Linux 6.13), which the `libc`
+/// crate does not define yet.
+const MADV_GUARD_INSTALL: libc::c_int = 102;
 
-/// How many stacks are mapped in this process right now (in use or pooled).
-pub(crate) fn mapped_count() -> usize {
-    MAPPED.load(Ordering::Relaxed)
+/// Slabs (mappings) currently mapped, process-wide.
+static SLABS: AtomicUsize = AtomicUsize::new(0);
+
+std::thread_local! {
+    /// Stacks of this thread not yet released (in use or pooled). A stack
+    /// never leaves the thread that made it, so the count is exact.
+    static STACKS: Cell<usize> = const { Cell::new(0) };
+}
+
+pub(crate) fn stack_count() -> usize {
+    STACKS.try_with(Cell::get).unwrap_or(0)
+}
+
+pub(crate) fn slab_count() -> usize {
+    SLABS.load(Ordering::Relaxed)
 }
 
 /// The size of a virtual-memory page, queried from the OS once.
@@ -36,27 +70,179 @@ pub fn page_size() -> usize {
     }
     // SAFETY: sysconf has no preconditions; _SC_PAGESIZE is always supported.
     let queried = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    let size = usize::try_from(queried).ok().filter(|s| s.is_power_of_two()).unwrap_or(4096);
+    let size = usize::try_from(queried)
+        .ok()
+        .filter(|s| s.is_power_of_two())
+        .unwrap_or(4096);
     PAGE.store(size, Ordering::Relaxed);
     size
 }
 
-/// A guarded, lazily committed stack.
+/// How guard regions are installed in this process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GuardKind {
+    /// `madvise(MADV_GUARD_INSTALL)`: no extra mapping per stack.
+    Madvise,
+    /// `mprotect(PROT_NONE)`: two mappings per stack.
+    Mprotect,
+}
+
+/// The guard mechanism in use, detected on first call: `MADV_GUARD_INSTALL`
+/// when the running kernel supports it, `mprotect` otherwise. Setting the
+/// environment variable `GREENLET_STACK_GUARD=mprotect` before the first
+/// stack is made forces the fallback (for tests, or kernels where guard
+/// markers misbehave).
+///
+/// # Examples
+///
+/// ```
+/// use greenlet::stack::{GuardKind, guard_kind};
+/// assert!(matches!(guard_kind(), GuardKind::Madvise | GuardKind::Mprotect));
+/// ```
+pub fn guard_kind() -> GuardKind {
+    static KIND: AtomicU8 = AtomicU8::new(0);
+    match KIND.load(Ordering::Relaxed) {
+        1 => return GuardKind::Madvise,
+        2 => return GuardKind::Mprotect,
+        _ => {}
+    }
+    let forced = std::env::var_os("GREENLET_STACK_GUARD").is_some_and(|v| v == "mprotect");
+    let kind = if !forced && madvise_guards_work() {
+        GuardKind::Madvise
+    } else {
+        GuardKind::Mprotect
+    };
+    KIND.store(
+        if kind == GuardKind::Madvise { 1 } else { 2 },
+        Ordering::Relaxed,
+    );
+    kind
+}
+
+/// Installs a guard marker on a scratch page and checks that the kernel
+/// really refuses access to it: an emulator (qemu-user) may answer success
+/// to advice it does not know and install nothing. The check reads one byte
+/// from /dev/zero into the page, which must fail with EFAULT.
+fn madvise_guards_work() -> bool {
+    let page = page_size();
+    let Ok(scratch) = memmap2::MmapMut::map_anon(page) else {
+        return false;
+    };
+    let at = scratch.as_ptr() as *mut libc::c_void;
+    // SAFETY: the page belongs to `scratch`, which nothing else references.
+    if unsafe { libc::madvise(at, page, MADV_GUARD_INSTALL) } != 0 {
+        return false;
+    }
+    let Ok(zero) = std::fs::File::open("/dev/zero") else {
+        return false;
+    };
+    use std::os::fd::AsRawFd;
+    // SAFETY: a read into memory we own; if the guard works the kernel
+    // refuses with EFAULT and writes nothing.
+    let n = unsafe { libc::read(zero.as_raw_fd(), at, 1) };
+    n < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::EFAULT)
+}
+
+/// A mapping cut into `slots` equal slots of `stride` bytes.
+pub(crate) struct Slab {
+    mapping: memmap2::MmapMut,
+    stride: usize,
+    guard_len: usize,
+    slots: usize,
+    /// Slots below this index have their guard installed and have been
+    /// handed out at least once.
+    carved: Cell<usize>,
+}
+
+impl Slab {
+    /// Maps a slab for `slots` stacks of `usable` bytes each (whole pages).
+    pub(crate) fn new(
+        usable: usize,
+        slots: usize,
+        requested: usize,
+    ) -> Result<Rc<Slab>, StackError> {
+        let guard_len = page_size();
+        let stride = usable + guard_len;
+        let mapping = memmap2::MmapOptions::new()
+            .len(stride * slots)
+            .stack()
+            .map_anon()
+            .map_err(|e| StackError::new(StackErrorKind::Map, requested, Some(e)))?;
+        SLABS.fetch_add(1, Ordering::Relaxed);
+        Ok(Rc::new(Slab {
+            mapping,
+            stride,
+            guard_len,
+            slots,
+            carved: Cell::new(0),
+        }))
+    }
+
+    /// Whether every slot has been carved.
+    pub(crate) fn is_exhausted(&self) -> bool {
+        self.carved.get() == self.slots
+    }
+
+    /// Installs the guard of the next uncarved slot and hands it out.
+    pub(crate) fn carve(self: &Rc<Slab>, requested: usize) -> Result<Stack, StackError> {
+        let slot = self.carved.get();
+        assert!(slot < self.slots, "carve from an exhausted slab");
+        let guard = self.mapping.as_ptr() as usize + slot * self.stride;
+        let rc = match guard_kind() {
+            // SAFETY: the guard range lies inside our mapping, in a slot no
+            // Stack value refers to yet.
+            GuardKind::Madvise => unsafe {
+                libc::madvise(guard as *mut _, self.guard_len, MADV_GUARD_INSTALL)
+            },
+            // SAFETY: as above.
+            GuardKind::Mprotect => unsafe {
+                libc::mprotect(guard as *mut _, self.guard_len, libc::PROT_NONE)
+            },
+        };
+        if rc != 0 {
+            // The slot stays uncarved and unused: no unguarded stack escapes.
+            let error = io::Error::last_os_error();
+            return Err(StackError::new(
+                StackErrorKind::Guard,
+                requested,
+                Some(error),
+            ));
+        }
+        self.carved.set(slot + 1);
+        let _ = STACKS.try_with(|n| n.set(n.get() + 1));
+        Ok(Stack {
+            slab: self.clone(),
+            slot,
+        })
+    }
+}
+
+impl Drop for Slab {
+    fn drop(&mut self) {
+        SLABS.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A guarded, lazily committed stack: one slot of a slab.
 ///
 /// Layout (addresses grow upwards):
 ///
 /// ```text
-///   base                base + guard_len                  base + total
-///   | guard (PROT_NONE) | usable stack (read/write) ....... | top
+///   guard start        guard end = bottom                     top
+///   | guard (no access) | usable stack (read/write) ........ |
 /// ```
+///
+/// Only the pages a greenlet touches are ever committed. A `Stack` is tied
+/// to the thread that made it (it is neither `Send` nor `Sync`).
 pub struct Stack {
-    mapping: memmap2::MmapMut,
-    guard_len: usize,
+    slab: Rc<Slab>,
+    slot: usize,
 }
 
 impl Stack {
-    /// Maps a new stack with at least `size` usable bytes (rounded up to whole
-    /// pages) and one guard page below it.
+    /// Maps a new stack of its own (a one-slot slab) with at least `size`
+    /// usable bytes, rounded up to whole pages, and a guard page below it.
+    /// Greenlets get theirs from the per-thread pool instead.
     ///
     /// # Errors
     ///
@@ -71,50 +257,35 @@ impl Stack {
     /// ```
     /// let stack = greenlet::stack::Stack::new(64 * 1024)?;
     /// assert!(stack.len() >= 64 * 1024);
+    /// assert_eq!(stack.guard().end, stack.bottom());
     /// # Ok::<(), greenlet::stack::StackError>(())
     /// ```
     pub fn new(size: usize) -> Result<Stack, StackError> {
-        if !(MIN_STACK_SIZE..=MAX_STACK_SIZE).contains(&size) {
-            return Err(StackError::new(StackErrorKind::InvalidSize, size, None));
-        }
-        let page = page_size();
-        let usable = size.div_ceil(page) * page;
-        let guard_len = page;
-        let total = usable + guard_len;
-        let mapping = memmap2::MmapOptions::new()
-            .len(total)
-            .stack()
-            .map_anon()
-            .map_err(|e| StackError::new(StackErrorKind::Map, size, Some(e)))?;
-        // SAFETY: the first `guard_len` bytes lie inside the mapping we own,
-        // and nothing has a reference into it yet.
-        let rc = unsafe { libc::mprotect(mapping.as_ptr() as *mut _, guard_len, libc::PROT_NONE) };
-        if rc != 0 {
-            // `mapping` is dropped (unmapped) here: no unguarded stack escapes.
-            let error = io::Error::last_os_error();
-            return Err(StackError::new(StackErrorKind::Guard, size, Some(error)));
-        }
-        MAPPED.fetch_add(1, Ordering::Relaxed);
-        Ok(Stack { mapping, guard_len })
+        let usable = checked_usable(size)?;
+        Slab::new(usable, 1, size)?.carve(size)
+    }
+
+    fn base(&self) -> usize {
+        self.slab.mapping.as_ptr() as usize + self.slot * self.slab.stride
     }
 
     /// One past the highest usable byte: where a fresh context's frame goes.
     pub fn top(&self) -> NonNull<u8> {
-        let base = self.mapping.as_ptr() as *mut u8;
-        // SAFETY: base + len is one past the end of the mapping, which is in
-        // bounds for pointer arithmetic.
-        let top = unsafe { base.add(self.mapping.len()) };
+        let offset = (self.slot + 1) * self.slab.stride;
+        // SAFETY: the end of a slot is at most one past the end of the
+        // mapping, which is in bounds for pointer arithmetic.
+        let top = unsafe { self.slab.mapping.as_ptr().add(offset) } as *mut u8;
         NonNull::new(top).expect("a mapping does not end at address zero")
     }
 
     /// The lowest usable byte, just above the guard.
     pub fn bottom(&self) -> usize {
-        self.mapping.as_ptr() as usize + self.guard_len
+        self.base() + self.slab.guard_len
     }
 
     /// The usable size in bytes (whole pages).
     pub fn len(&self) -> usize {
-        self.mapping.len() - self.guard_len
+        self.slab.stride - self.slab.guard_len
     }
 
     /// Always false: a stack has at least [`MIN_STACK_SIZE`] usable bytes.
@@ -124,14 +295,35 @@ impl Stack {
 
     /// The guard region's address range, `start..end`.
     pub fn guard(&self) -> core::ops::Range<usize> {
-        let base = self.mapping.as_ptr() as usize;
-        base..base + self.guard_len
+        self.base()..self.bottom()
+    }
+
+    /// Gives the pages of `bottom..below` back to the kernel (they read as
+    /// zero when touched again). Used by the pool for stacks that grew deep.
+    pub(crate) fn release_below(&self, below: usize) {
+        let page = page_size();
+        let end = below & !(page - 1);
+        if end <= self.bottom() {
+            return;
+        }
+        let offset = self.bottom() - self.slab.mapping.as_ptr() as usize;
+        // SAFETY: the range is inside this stack's usable part, which no
+        // live frame uses (the stack is being returned to the pool), so
+        // zero-filling it on next touch is harmless. Guard markers survive
+        // MADV_DONTNEED; mprotect'ed guards are outside the range.
+        let _ = unsafe {
+            self.slab.mapping.unchecked_advise_range(
+                memmap2::UncheckedAdvice::DontNeed,
+                offset,
+                end - self.bottom(),
+            )
+        };
     }
 }
 
 impl Drop for Stack {
     fn drop(&mut self) {
-        MAPPED.fetch_sub(1, Ordering::Relaxed);
+        let _ = STACKS.try_with(|n| n.set(n.get().saturating_sub(1)));
     }
 }
 
@@ -141,9 +333,18 @@ impl fmt::Debug for Stack {
             .field("bottom", &format_args!("{:#x}", self.bottom()))
             .field("top", &self.top())
             .field("len", &self.len())
-            .field("guard_len", &self.guard_len)
+            .field("guard", &self.guard())
             .finish()
     }
+}
+
+/// `size` rounded up to whole pages, if it is in range.
+pub(crate) fn checked_usable(size: usize) -> Result<usize, StackError> {
+    if !(MIN_STACK_SIZE..=MAX_STACK_SIZE).contains(&size) {
+        return Err(StackError::new(StackErrorKind::InvalidSize, size, None));
+    }
+    let page = page_size();
+    Ok(size.div_ceil(page) * page)
 }
 
 /// What went wrong when making a stack.
@@ -155,7 +356,8 @@ pub enum StackErrorKind {
     InvalidSize,
     /// `mmap` refused the region.
     Map,
-    /// `mprotect` refused the guard (typically `vm.max_map_count`).
+    /// The guard could not be installed (with `mprotect`, typically because
+    /// the process reached `vm.max_map_count`).
     Guard,
 }
 
@@ -193,31 +395,43 @@ impl fmt::Display for StackError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let size = self.size;
         let errno = self.source.as_ref().and_then(io::Error::raw_os_error);
-        match self.kind {
-            StackErrorKind::InvalidSize => write!(
+        let os = self
+            .source
+            .as_ref()
+            .map_or_else(|| String::from("unknown error"), |e| e.to_string());
+        match (self.kind, errno) {
+            (StackErrorKind::InvalidSize, _) => write!(
                 f,
                 "greenlet stack size {size} bytes is out of range: it must be between \
                  {MIN_STACK_SIZE} and {MAX_STACK_SIZE} bytes"
             ),
-            _ if errno == Some(libc::ENOMEM) => write!(
+            (StackErrorKind::Guard, Some(libc::ENOMEM)) => write!(
                 f,
-                "cannot map a {size}-byte greenlet stack: the kernel is out of memory, of \
-                 address space, or of memory mappings (ENOMEM). Each stack takes two of the \
-                 process's vm.max_map_count mappings (now {}); raise it with \
-                 `sysctl -w vm.max_map_count=<more>`, or raise the address-space limit \
-                 (`ulimit -v`), or use fewer or smaller greenlet stacks",
+                "cannot install the guard page of a {size}-byte greenlet stack (ENOMEM): the \
+                 process reached vm.max_map_count ({}) memory mappings; guard pages made with \
+                 mprotect take two mappings per stack. Raise it with \
+                 `sysctl -w vm.max_map_count=<more>`, run on Linux 6.13 or later (guards made \
+                 with MADV_GUARD_INSTALL take no mapping), or keep fewer greenlets alive",
                 max_map_count()
             ),
-            StackErrorKind::Map => write!(
+            (StackErrorKind::Map, Some(libc::ENOMEM)) => write!(
                 f,
-                "cannot map a {size}-byte greenlet stack: mmap failed: {}",
-                self.source.as_ref().map(|e| e as &dyn fmt::Display).unwrap_or(&"unknown")
+                "cannot map a {size}-byte greenlet stack (ENOMEM): the process is out of memory \
+                 or address space, or reached vm.max_map_count ({}) memory mappings. Lower the \
+                 stack size, raise the address-space limit (`ulimit -v`), or raise the mapping \
+                 limit with `sysctl -w vm.max_map_count=<more>`",
+                max_map_count()
             ),
-            StackErrorKind::Guard => write!(
+            (StackErrorKind::Map, _) => write!(
                 f,
-                "cannot install the guard page of a {size}-byte greenlet stack: mprotect failed: {}",
-                self.source.as_ref().map(|e| e as &dyn fmt::Display).unwrap_or(&"unknown")
+                "cannot map a {size}-byte greenlet stack: mmap failed: {os}"
             ),
+            (StackErrorKind::Guard, _) => {
+                write!(
+                    f,
+                    "cannot install the guard page of a {size}-byte greenlet stack: {os}"
+                )
+            }
         }
     }
 }

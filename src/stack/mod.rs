@@ -1,9 +1,10 @@
 //! Stacks for greenlets.
 //!
-//! With the `std` feature, [`Stack`] is an mmap'ed region with a `PROT_NONE`
-//! guard of at least one page below it, committed lazily by the kernel, and
-//! recycled through a per-thread pool so that creating a greenlet in the
-//! steady state makes no system call. Without `std`, callers supply their own
+//! With the `std` feature, [`Stack`] is a slot of an mmap'ed slab with a guard
+//! of at least one page below it (made with `MADV_GUARD_INSTALL` where the
+//! kernel has it, `mprotect` otherwise: see [`guard_kind`]), committed lazily
+//! by the kernel, and recycled through a per-thread pool so that creating a
+//! greenlet in the steady state makes no system call. Without `std`, callers supply their own
 //! memory to [`raw::init_stack`](crate::raw::init_stack).
 
 #[cfg(feature = "std")]
@@ -12,9 +13,12 @@ mod mmap;
 mod pool;
 
 #[cfg(feature = "std")]
-pub use mmap::{MAX_STACK_SIZE, MIN_STACK_SIZE, Stack, StackError, StackErrorKind, page_size};
+pub use mmap::{
+    GuardKind, MAX_STACK_SIZE, MIN_STACK_SIZE, Stack, StackError, StackErrorKind, guard_kind,
+    page_size,
+};
 #[cfg(feature = "std")]
-pub use pool::{PoolStats, pool_stats, set_pool_limit};
+pub use pool::{PoolStats, pool_stats, set_pool_limit, set_release_threshold};
 #[cfg(feature = "std")]
 pub(crate) use pool::{give_back, take};
 

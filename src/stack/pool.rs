@@ -1,64 +1,139 @@
-//! The per-thread stack pool: stacks of a finished greenlet wait here for the
-//! next greenlet of the same size, so the steady state makes no system call.
+//! The per-thread stack pool: stacks of finished greenlets wait here for the
+//! next greenlet of the same size, so the steady state makes no system call;
+//! new stacks are carved out of slabs that grow geometrically, so a million
+//! live greenlets take a few hundred mappings, not a million.
 //!
-//! Invariants: the pool is only touched by its own thread (it lives in a
-//! thread-local); it never holds more than its limit; after the thread's
-//! pool is torn down, stacks returned late (from other thread-local
-//! destructors) are unmapped directly instead of pooled.
+//! Invariants: the pool is only touched by its own thread (a thread-local);
+//! it never keeps more free stacks than its limit; a stack that went deeper
+//! than the release threshold gives its lower pages back to the kernel before
+//! it is pooled, so the pool does not pin memory; after the thread's pool is
+//! torn down, stacks returned late (from other thread-local destructors) are
+//! released directly.
 
-use super::mmap::{Stack, StackError, mapped_count};
+use super::mmap::{Slab, Stack, StackError, checked_usable, slab_count, stack_count};
 use core::cell::RefCell;
+use std::rc::Rc;
 use std::vec::Vec;
 
-/// Stacks kept per thread when no limit is set.
+/// Free stacks kept per thread unless `set_pool_limit` says otherwise.
 const DEFAULT_LIMIT: usize = 1024;
+/// Depth past which a returned stack's lower pages are released (bytes).
+const DEFAULT_RELEASE_THRESHOLD: usize = 64 * 1024;
+/// The first slab of a size class spans about this much address space; each
+/// later one doubles, up to `MAX_SLAB_BYTES`.
+const FIRST_SLAB_BYTES: usize = 1 << 20;
+const MAX_SLAB_BYTES: usize = 64 << 20;
+const MAX_SLAB_SLOTS: usize = 4096;
+
+/// The stacks of one usable size.
+struct Class {
+    usable: usize,
+    free: Vec<Stack>,
+    /// The slab new stacks are carved from.
+    carving: Option<Rc<Slab>>,
+    slabs_made: u32,
+}
 
 struct Pool {
-    /// Free stacks, each with its usable size. Most programs use one or two
-    /// sizes, so a short list beats a map.
-    free: Vec<Stack>,
+    classes: Vec<Class>,
+    free_total: usize,
     limit: usize,
+    release_threshold: usize,
 }
 
 std::thread_local! {
     static POOL: RefCell<Pool> = const {
-        RefCell::new(Pool { free: Vec::new(), limit: DEFAULT_LIMIT })
+        RefCell::new(Pool {
+            classes: Vec::new(),
+            free_total: 0,
+            limit: DEFAULT_LIMIT,
+            release_threshold: DEFAULT_RELEASE_THRESHOLD,
+        })
     };
 }
 
-/// A stack of at least `size` usable bytes: a pooled one of exactly the
-/// rounded size if there is one, otherwise a new mapping.
-pub(crate) fn take(size: usize) -> Result<Stack, StackError> {
-    let page = super::page_size();
-    let rounded = size.div_ceil(page) * page;
-    let pooled = POOL
-        .try_with(|pool| {
-            let mut pool = pool.borrow_mut();
-            let index = pool.free.iter().rposition(|s| s.len() == rounded)?;
-            Some(pool.free.swap_remove(index))
-        })
-        .ok()
-        .flatten();
-    match pooled {
-        Some(stack) => Ok(stack),
-        None => Stack::new(size),
+impl Pool {
+    fn class(&mut self, usable: usize) -> &mut Class {
+        let index = match self.classes.iter().position(|c| c.usable == usable) {
+            Some(i) => i,
+            None => {
+                self.classes.push(Class {
+                    usable,
+                    free: Vec::new(),
+                    carving: None,
+                    slabs_made: 0,
+                });
+                self.classes.len() - 1
+            }
+        };
+        &mut self.classes[index]
     }
 }
 
-/// Returns a stack to this thread's pool, or unmaps it if the pool is full or
-/// already torn down.
-pub(crate) fn give_back(stack: Stack) {
+impl Class {
+    fn carve(&mut self, requested: usize) -> Result<Stack, StackError> {
+        if let Some(slab) = &self.carving
+            && !slab.is_exhausted()
+        {
+            return slab.carve(requested);
+        }
+        let stride = self.usable + super::page_size();
+        let bytes = (FIRST_SLAB_BYTES << self.slabs_made.min(6)).min(MAX_SLAB_BYTES);
+        let slots = (bytes / stride).clamp(1, MAX_SLAB_SLOTS);
+        let slab = Slab::new(self.usable, slots, requested)?;
+        self.slabs_made += 1;
+        let stack = slab.carve(requested);
+        self.carving = Some(slab);
+        stack
+    }
+}
+
+/// A stack of at least `size` usable bytes: a pooled one of the same rounded
+/// size if there is one, otherwise one carved from a slab.
+pub(crate) fn take(size: usize) -> Result<Stack, StackError> {
+    let usable = checked_usable(size)?;
+    POOL.try_with(|pool| {
+        let mut pool = pool.borrow_mut();
+        if pool.limit == 0 {
+            // No pooling at all: every stack is a mapping of its own.
+            return Stack::new(size);
+        }
+        let class = pool.class(usable);
+        match class.free.pop() {
+            Some(stack) => {
+                pool.free_total -= 1;
+                Ok(stack)
+            }
+            None => class.carve(size),
+        }
+    })
+    .unwrap_or_else(|_| Stack::new(size))
+}
+
+/// Returns a stack to this thread's pool. `deepest` is the lowest stack
+/// address the greenlet was seen using (0 if unknown); pages below the
+/// release threshold are given back first. If the pool is full or torn
+/// down, the stack is dropped (its slab unmapped once all its stacks are).
+pub(crate) fn give_back(stack: Stack, deepest: usize) {
     let _ = POOL.try_with(|pool| {
         let mut pool = pool.borrow_mut();
-        if pool.free.len() < pool.limit {
-            pool.free.push(stack);
+        if pool.free_total >= pool.limit {
+            return; // `stack` drops here.
         }
-        // else: `stack` drops here and is unmapped.
+        let top = stack.top().as_ptr() as usize;
+        let threshold = pool.release_threshold;
+        if deepest != 0 && top - deepest > threshold {
+            stack.release_below(top - threshold);
+        }
+        pool.free_total += 1;
+        let usable = stack.len();
+        pool.class(usable).free.push(stack);
     });
 }
 
 /// Sets how many free stacks this thread keeps for reuse (default 1024),
-/// unmapping any above the new limit.
+/// dropping any above the new limit. With a limit of 0 every greenlet gets
+/// a fresh mapping and releases it when it ends.
 ///
 /// # Examples
 ///
@@ -70,18 +145,42 @@ pub fn set_pool_limit(limit: usize) {
     let _ = POOL.try_with(|pool| {
         let mut pool = pool.borrow_mut();
         pool.limit = limit;
-        let keep = pool.free.len().min(limit);
-        pool.free.truncate(keep);
+        let mut excess = pool.free_total.saturating_sub(limit);
+        pool.free_total -= excess;
+        for class in &mut pool.classes {
+            while excess > 0 && class.free.pop().is_some() {
+                excess -= 1;
+            }
+            if limit == 0 {
+                class.carving = None;
+            }
+        }
     });
+}
+
+/// Sets how deep (in bytes from its top) a stack may have been used before
+/// the pool gives its lower pages back to the kernel on return (default
+/// 64 KiB). Depth is measured at the greenlet's switches.
+///
+/// # Examples
+///
+/// ```
+/// greenlet::stack::set_release_threshold(32 * 1024);
+/// ```
+pub fn set_release_threshold(bytes: usize) {
+    let _ = POOL.try_with(|pool| pool.borrow_mut().release_threshold = bytes);
 }
 
 /// Counts of stacks, for leak checks and monitoring.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct PoolStats {
-    /// Stacks mapped in the whole process right now, in use or pooled.
+    /// Stacks of this thread right now, in use or pooled.
     pub mapped: usize,
     /// Free stacks waiting in this thread's pool.
     pub pooled: usize,
+    /// Slabs (memory mappings holding stacks) in the whole process.
+    pub slabs: usize,
 }
 
 /// Current stack counts.
@@ -93,6 +192,10 @@ pub struct PoolStats {
 /// assert!(stats.mapped >= stats.pooled);
 /// ```
 pub fn pool_stats() -> PoolStats {
-    let pooled = POOL.try_with(|p| p.borrow().free.len()).unwrap_or(0);
-    PoolStats { mapped: mapped_count(), pooled }
+    let pooled = POOL.try_with(|p| p.borrow().free_total).unwrap_or(0);
+    PoolStats {
+        mapped: stack_count(),
+        pooled,
+        slabs: slab_count(),
+    }
 }
