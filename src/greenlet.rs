@@ -30,6 +30,7 @@
 #![allow(unsafe_code)]
 
 use crate::raw::{self, StackPointer};
+use crate::sanitizer::Fiber;
 use crate::stack::{self, DEFAULT_STACK_SIZE, Stack, StackError};
 use core::any::{Any, TypeId, type_name};
 use core::cell::Cell;
@@ -141,6 +142,14 @@ pub enum Error {
     ParentCycle,
     /// A main greenlet's parent cannot be set: only main has no parent.
     MainParent,
+    /// The body's return type is too large to be handed over from the top of
+    /// the greenlet's stack (a quarter of it at most): return a `Box`.
+    ReturnTooLarge {
+        /// Size of the return type in bytes.
+        size: usize,
+        /// Usable size of the stack in bytes.
+        stack: usize,
+    },
 }
 
 impl fmt::Display for Error {
@@ -152,6 +161,11 @@ impl fmt::Display for Error {
             ),
             Error::MainParent => f.write_str(
                 "cannot set the parent of a main greenlet: main is the root of its thread's tree",
+            ),
+            Error::ReturnTooLarge { size, stack } => write!(
+                f,
+                "a greenlet body's return type of {size} bytes is too large for its \
+                 {stack}-byte stack (a quarter at most): return a Box, or raise the stack size"
             ),
         }
     }
@@ -223,6 +237,9 @@ struct Inner {
     stack_len: usize,
     guard_start: usize,
     guard_end: usize,
+    /// What sanitizers need to know about this stack (zero-sized unless the
+    /// `asan` feature is on).
+    fiber: Fiber,
     /// The lowest stack pointer seen at this greenlet's switches: how deep
     /// its stack went, for the pool's page release.
     low_water: Cell<usize>,
@@ -366,6 +383,7 @@ fn make_main(t: &ThreadState) -> *const Inner {
         stack_len: 0,
         guard_start: 0,
         guard_end: 0,
+        fiber: Fiber::new(0, 0),
         low_water: Cell::new(usize::MAX),
         body: Cell::new(None),
     });
@@ -552,7 +570,23 @@ unsafe fn switch_core(
     // SAFETY: `to` is the target's saved context, resumed once (taken out of
     // its slot); our save slot stays valid while we are suspended because our
     // record is kept alive by whoever resumes us (they hold a reference).
-    unsafe { raw::switch(transfer as *mut Transfer as usize, to, cur.saved.as_ptr()) }
+    cur.fiber
+        .start_switch(&tgt.fiber, cur.state.get() == State::Dead);
+    let word = unsafe { raw::switch(transfer as *mut Transfer as usize, to, cur.saved.as_ptr()) };
+    arrived(cur, word);
+    word
+}
+
+/// Tells the sanitizers we arrived on `me`'s stack, resumed by the transfer
+/// at `word` (or by ourselves, for a self delivery).
+#[inline(always)]
+fn arrived(me: &Inner, word: usize) {
+    // SAFETY: `word` is a live transfer; its origin, if any, is live until
+    // `receive` releases it.
+    let origin = unsafe { (*(word as *const Transfer)).origin };
+    // SAFETY: as above.
+    me.fiber
+        .finish_switch((!origin.is_null()).then(|| unsafe { &(*origin).fiber }));
 }
 
 /// A transfer that, after forwarding, lands back on the greenlet sending it
@@ -1314,16 +1348,30 @@ impl Builder {
             }
         };
         let top = stack.top().as_ptr() as usize;
-        let body_at = (top - size_of::<F>()) & !(align_of::<F>().max(16) - 1);
+        if size_of::<Option<O>>() > stack.len() / 4 {
+            let error = Error::ReturnTooLarge {
+                size: size_of::<O>(),
+                stack: stack.len(),
+            };
+            stack::give_back(stack, 0);
+            return Err(error);
+        }
+        let body_at = body_slot::<F, O>(top);
         // SAFETY: `body_at` is inside the stack (`spawn` boxes bodies over
-        // 1 KiB, the stack at least MIN_STACK_SIZE), aligned for
-        // F, and nothing else uses that memory before the greenlet starts.
+        // 1 KiB and the return value takes at most a quarter of the stack),
+        // aligned for F, and nothing else uses that memory before the
+        // greenlet starts.
         unsafe { ptr::write(body_at as *mut F, body) };
-        // SAFETY: the region below `body_at` is the rest of our stack, which
-        // the record keeps until the greenlet is dead; `entry::<A, O, F>`
-        // never returns and catches panics.
-        let sp =
-            unsafe { raw::init_stack(body_at as *mut u8, entry::<A, O, F>, body_at as *mut u8) };
+        // SAFETY: the region below the final transfer's slot is the rest of
+        // our stack, which the record keeps until the greenlet is dead;
+        // `entry::<A, O, F>` never returns and catches panics.
+        let sp = unsafe {
+            raw::init_stack(
+                final_transfer_slot(body_at).cast(),
+                entry::<A, O, F>,
+                body_at as *mut u8,
+            )
+        };
         let guard = stack.guard();
         let inner = Rc::new(Inner {
             id: next_id(),
@@ -1335,12 +1383,30 @@ impl Builder {
             stack_len: stack.len(),
             guard_start: guard.start,
             guard_end: guard.end,
+            fiber: Fiber::new(guard.end, top - guard.end),
             low_water: Cell::new(top),
             stack: Cell::new(Some(stack)),
             body: Cell::new(Some((body_at as *mut u8, drop_body::<F>))),
         });
         Ok(Greenlet { inner })
     }
+}
+
+/// Where the body waits at the top of a new greenlet's stack; once the body
+/// has started, the same bytes hold its final `Option<O>`. Both live outside
+/// any stack frame, so they stay valid after the greenlet's last switch even
+/// when a sanitizer keeps frames elsewhere (ASan's fake stacks are freed
+/// when a fiber leaves for good).
+fn body_slot<F, O>(top: usize) -> usize {
+    let size = size_of::<F>().max(size_of::<Option<O>>());
+    let align = align_of::<F>().max(align_of::<Option<O>>()).max(16);
+    (top - size) & !(align - 1)
+}
+
+/// Just below the body slot: where the greenlet's final transfer is built.
+fn final_transfer_slot(body_at: usize) -> *mut Transfer {
+    let align = align_of::<Transfer>().max(16);
+    ((body_at - size_of::<Transfer>()) & !(align - 1)) as *mut Transfer
 }
 
 unsafe fn drop_body<F>(p: *mut u8) {
@@ -1357,7 +1423,9 @@ where
 {
     let current = current_ptr();
     // SAFETY: `current` is this greenlet (the switch made it current).
-    unsafe { (*current).body.set(None) };
+    let me = unsafe { &*current };
+    arrived(me, word);
+    me.body.set(None);
     // SAFETY: the body was written by `spawn` and is read exactly once, here
     // (`body` was cleared above, so nobody drops it in place).
     let body = unsafe { ptr::read(body_at.cast::<F>()) };
@@ -1370,24 +1438,31 @@ where
             Received::Panic(p) => panic::resume_unwind(p),
         }
     }));
-    finish::<O>(outcome)
+    finish::<O>(outcome, body_at as usize)
 }
 
 /// Ends the running greenlet: marks it dead and hands its outcome to its
 /// nearest live ancestor, for good. Holds nothing that needs dropping when
 /// the last switch is made, since this frame is never resumed.
-fn finish<O: 'static>(outcome: std::thread::Result<Result<O, SwitchError>>) -> ! {
+fn finish<O: 'static>(outcome: std::thread::Result<Result<O, SwitchError>>, body_at: usize) -> ! {
     let current = current_ptr();
     // SAFETY: the running greenlet's record is live.
     let me = unsafe { &*current };
     me.state.set(State::Dead);
-    let mut slot: Option<O> = None;
-    let mut transfer = Transfer::new(Kind::Value, current);
+    let slot_at = body_at as *mut Option<O>;
+    let transfer_at = final_transfer_slot(body_at);
+    // SAFETY: both slots are reserved at the top of our stack by `spawn`,
+    // aligned and large enough; the body that was there has been moved out.
+    let (slot, transfer) = unsafe {
+        slot_at.write(None);
+        transfer_at.write(Transfer::new(Kind::Value, current));
+        (&mut *slot_at, &mut *transfer_at)
+    };
     let mut event = Event::Throw;
     match outcome {
         Ok(Ok(value)) => {
-            slot = Some(value);
-            transfer.value = (&raw mut slot).cast();
+            *slot = Some(value);
+            transfer.value = slot_at.cast();
             event = Event::Switch;
         }
         Ok(Err(SwitchError::Exit)) => {
@@ -1415,22 +1490,22 @@ fn finish<O: 'static>(outcome: std::thread::Result<Result<O, SwitchError>>) -> !
         // SAFETY: `target` is live.
         let expects = unsafe { (*target).expects.get() };
         if expects.id == TypeId::of::<Discard>() {
-            slot = None;
+            *slot = None;
             transfer.kind = Kind::Discarded;
         } else if expects.id != TypeId::of::<O>() {
-            slot = None;
+            *slot = None;
             transfer.kind = Kind::Mismatch;
             transfer.mismatch = (type_name::<O>(), expects.name);
         }
     }
-    let _ = &slot;
     // SAFETY: a dead greenlet is never the target of a switch, so `target`
     // (a live ancestor) differs from us; the value type was checked above.
+    // Nothing in this frame needs dropping: it is never resumed.
     unsafe {
         switch_core(
             current,
             target,
-            &mut transfer,
+            transfer,
             event,
             TypeKey::of::<()>(),
             drop_slot::<O>,

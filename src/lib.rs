@@ -71,6 +71,10 @@
 //! - `std` (default): mmap stacks, the per-thread pool, the thread-local
 //!   current greenlet, panics carried to the parent, the stack-overflow
 //!   reporter. Without it the crate is `#![no_std]` and offers [`raw`].
+//! - `asan`: AddressSanitizer fiber annotations at every switch (build with
+//!   `RUSTFLAGS=-Zsanitizer=address` on nightly).
+//! - `valgrind`: registers greenlet stacks with valgrind so memcheck follows
+//!   the switches.
 #![no_std]
 #![deny(unsafe_code)]
 #![deny(unsafe_op_in_unsafe_fn)]
@@ -88,6 +92,8 @@ pub mod stack;
 mod greenlet;
 #[cfg(feature = "std")]
 mod overflow;
+#[cfg(feature = "std")]
+mod sanitizer;
 
 #[cfg(feature = "std")]
 pub use greenlet::{

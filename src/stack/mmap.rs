@@ -210,9 +210,12 @@ impl Slab {
         }
         self.carved.set(slot + 1);
         let _ = STACKS.try_with(|n| n.set(n.get() + 1));
+        let bottom = guard + self.guard_len;
+        let valgrind_id = crate::sanitizer::register_stack(bottom, guard + self.stride);
         Ok(Stack {
             slab: self.clone(),
             slot,
+            valgrind_id,
         })
     }
 }
@@ -237,6 +240,8 @@ impl Drop for Slab {
 pub struct Stack {
     slab: Rc<Slab>,
     slot: usize,
+    /// Valgrind's id for this stack (0 without the `valgrind` feature).
+    valgrind_id: u32,
 }
 
 impl Stack {
@@ -323,6 +328,7 @@ impl Stack {
 
 impl Drop for Stack {
     fn drop(&mut self) {
+        crate::sanitizer::deregister_stack(self.valgrind_id);
         let _ = STACKS.try_with(|n| n.set(n.get().saturating_sub(1)));
     }
 }
