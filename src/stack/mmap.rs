@@ -106,7 +106,7 @@ pub fn guard_kind() -> GuardKind {
         2 => return GuardKind::Mprotect,
         _ => {}
     }
-    let forced = std::env::var_os("GREENLET_STACK_GUARD").is_some_and(|v| v == "mprotect");
+    let forced = cfg!(miri) || std::env::var_os("GREENLET_STACK_GUARD").is_some_and(|v| v == "mprotect");
     let kind = if !forced && madvise_guards_work() {
         GuardKind::Madvise
     } else {
@@ -143,9 +143,85 @@ fn madvise_guards_work() -> bool {
     n < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::EFAULT)
 }
 
+/// The memory behind a slab: an anonymous private mapping; under Miri, which
+/// can neither map memory nor install guards, a heap allocation (Miri checks
+/// every access itself, so it needs no guard page to catch an overflow).
+struct Region {
+    #[cfg(not(miri))]
+    mapping: memmap2::MmapMut,
+    /// From `Box::into_raw`, so pointers derived from it may write.
+    #[cfg(miri)]
+    heap: NonNull<[core::mem::MaybeUninit<u128>]>,
+}
+
+#[cfg(miri)]
+impl Drop for Region {
+    fn drop(&mut self) {
+        // SAFETY: `heap` came from `Box::into_raw` in `map` and is freed once.
+        drop(unsafe { std::boxed::Box::from_raw(self.heap.as_ptr()) });
+    }
+}
+
+impl Region {
+    #[cfg(not(miri))]
+    fn map(len: usize) -> io::Result<Region> {
+        let mapping = memmap2::MmapOptions::new().len(len).stack().map_anon()?;
+        Ok(Region { mapping })
+    }
+
+    #[cfg(miri)]
+    fn map(len: usize) -> io::Result<Region> {
+        let words = len.div_ceil(16);
+        let heap: std::boxed::Box<[_]> =
+            std::iter::repeat_with(core::mem::MaybeUninit::<u128>::uninit).take(words).collect();
+        let heap = NonNull::new(std::boxed::Box::into_raw(heap)).expect("Box is never null");
+        Ok(Region { heap })
+    }
+
+    #[cfg(not(miri))]
+    fn as_ptr(&self) -> *const u8 {
+        self.mapping.as_ptr()
+    }
+
+    #[cfg(miri)]
+    fn as_ptr(&self) -> *const u8 {
+        self.heap.as_ptr() as *const u8
+    }
+
+    /// Makes `start..start + len` (inside the region) a guard.
+    #[cfg(not(miri))]
+    fn install_guard(&self, start: usize, len: usize) -> libc::c_int {
+        match guard_kind() {
+            // SAFETY: the guard range lies inside our mapping, in a slot no
+            // Stack value refers to yet.
+            GuardKind::Madvise => unsafe { libc::madvise(start as *mut _, len, MADV_GUARD_INSTALL) },
+            // SAFETY: as above.
+            GuardKind::Mprotect => unsafe { libc::mprotect(start as *mut _, len, libc::PROT_NONE) },
+        }
+    }
+
+    #[cfg(miri)]
+    fn install_guard(&self, _start: usize, _len: usize) -> libc::c_int {
+        0
+    }
+
+    /// Gives `offset..offset + len` back to the kernel.
+    #[cfg(not(miri))]
+    fn release(&self, offset: usize, len: usize) {
+        // SAFETY: the caller passes a range no live frame uses; zero-filling
+        // it on next touch is harmless. Guard markers survive MADV_DONTNEED.
+        let _ = unsafe {
+            self.mapping.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, offset, len)
+        };
+    }
+
+    #[cfg(miri)]
+    fn release(&self, _offset: usize, _len: usize) {}
+}
+
 /// A mapping cut into `slots` equal slots of `stride` bytes.
 pub(crate) struct Slab {
-    mapping: memmap2::MmapMut,
+    mapping: Region,
     stride: usize,
     guard_len: usize,
     slots: usize,
@@ -163,10 +239,7 @@ impl Slab {
     ) -> Result<Rc<Slab>, StackError> {
         let guard_len = page_size();
         let stride = usable + guard_len;
-        let mapping = memmap2::MmapOptions::new()
-            .len(stride * slots)
-            .stack()
-            .map_anon()
+        let mapping = Region::map(stride * slots)
             .map_err(|e| StackError::new(StackErrorKind::Map, requested, Some(e)))?;
         SLABS.fetch_add(1, Ordering::Relaxed);
         Ok(Rc::new(Slab {
@@ -188,17 +261,7 @@ impl Slab {
         let slot = self.carved.get();
         assert!(slot < self.slots, "carve from an exhausted slab");
         let guard = self.mapping.as_ptr() as usize + slot * self.stride;
-        let rc = match guard_kind() {
-            // SAFETY: the guard range lies inside our mapping, in a slot no
-            // Stack value refers to yet.
-            GuardKind::Madvise => unsafe {
-                libc::madvise(guard as *mut _, self.guard_len, MADV_GUARD_INSTALL)
-            },
-            // SAFETY: as above.
-            GuardKind::Mprotect => unsafe {
-                libc::mprotect(guard as *mut _, self.guard_len, libc::PROT_NONE)
-            },
-        };
+        let rc = self.mapping.install_guard(guard, self.guard_len);
         if rc != 0 {
             // The slot stays uncarved and unused: no unguarded stack escapes.
             let error = io::Error::last_os_error();
@@ -312,17 +375,7 @@ impl Stack {
             return;
         }
         let offset = self.bottom() - self.slab.mapping.as_ptr() as usize;
-        // SAFETY: the range is inside this stack's usable part, which no
-        // live frame uses (the stack is being returned to the pool), so
-        // zero-filling it on next touch is harmless. Guard markers survive
-        // MADV_DONTNEED; mprotect'ed guards are outside the range.
-        let _ = unsafe {
-            self.slab.mapping.unchecked_advise_range(
-                memmap2::UncheckedAdvice::DontNeed,
-                offset,
-                end - self.bottom(),
-            )
-        };
+        self.slab.mapping.release(offset, end - self.bottom());
     }
 }
 
