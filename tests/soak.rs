@@ -124,13 +124,17 @@ fn a_million_greenlets_in_each_state_leak_nothing() {
         for i in 0..n as u64 {
             cycle(state, i);
         }
+        // Read everything before printing: the first print may allocate.
         let grown = resident_bytes().saturating_sub(resident);
-        eprintln!("{n} {name}: stacks {stacks} -> {}, allocations {allocations} -> {}, resident +{} KiB",
-            greenlet::stack::pool_stats().mapped, live_allocations(), grown / 1024);
-        assert_eq!(greenlet::stack::pool_stats().mapped, stacks, "{name}: stacks leaked");
-        assert_eq!(live_allocations(), allocations, "{name}: allocations leaked");
-        // Flat: no per-greenlet growth (a leak of even 16 bytes per greenlet
-        // would show as 15 MiB at a million).
+        let stacks_after = greenlet::stack::pool_stats().mapped;
+        let allocations_after = live_allocations();
+        eprintln!(
+            "{n} {name}: stacks {stacks} -> {stacks_after}, allocations {allocations} -> \
+             {allocations_after}, resident +{} KiB",
+            grown / 1024
+        );
+        assert_eq!(stacks_after, stacks, "{name}: stacks leaked");
+        assert_eq!(allocations_after, allocations, "{name}: allocations leaked");
         assert!(grown < 4 << 20, "{name}: resident memory grew by {grown} bytes");
     }
     panic::set_hook(hook);
