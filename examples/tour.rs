@@ -19,7 +19,9 @@ fn slot() -> Slot {
 }
 
 fn get(slot: &Slot) -> Greenlet {
-    slot.borrow().clone().expect("slot filled before the first switch")
+    slot.borrow()
+        .clone()
+        .expect("slot filled before the first switch")
 }
 
 fn main() -> Result<(), SwitchError> {
@@ -100,9 +102,17 @@ fn dead_state() -> Result<(), SwitchError> {
     }));
     let (g1, g2) = (get(&gr1), get(&gr2));
     g1.switch::<(), ()>(())?;
-    println!("gr1 is dead?: {}, gr2 is dead?: {}", g1.is_dead(), g2.is_dead());
+    println!(
+        "gr1 is dead?: {}, gr2 is dead?: {}",
+        g1.is_dead(),
+        g2.is_dead()
+    );
     g2.switch::<(), ()>(())?;
-    println!("gr1 is dead?: {}, gr2 is dead?: {}", g1.is_dead(), g2.is_dead());
+    println!(
+        "gr1 is dead?: {}, gr2 is dead?: {}",
+        g1.is_dead(),
+        g2.is_dead()
+    );
     println!("{}", g2.switch::<i32, i32>(10)?);
     gr1.borrow_mut().take();
     gr2.borrow_mut().take();
@@ -117,10 +127,17 @@ fn tracing() {
     let g2 = Greenlet::new(|()| -> Result<(), SwitchError> { panic!("excep in coroutine") });
     let to2 = g2.clone();
     let g1 = Greenlet::new(move |()| to2.switch::<(), ()>(()));
-    println!("main id {}, gr1 id {}, gr2 id {}", main.id(), g1.id(), g2.id());
-    let old = settrace(Some(Rc::new(|event: Event, origin: &Greenlet, target: &Greenlet| {
-        println!("{} from {} to {}", event.as_str(), origin.id(), target.id());
-    })));
+    println!(
+        "main id {}, gr1 id {}, gr2 id {}",
+        main.id(),
+        g1.id(),
+        g2.id()
+    );
+    let old = settrace(Some(Rc::new(
+        |event: Event, origin: &Greenlet, target: &Greenlet| {
+            println!("{} from {} to {}", event.as_str(), origin.id(), target.id());
+        },
+    )));
     // The default hook would print the panic too; the tour prints it itself.
     let hook = panic::take_hook();
     panic::set_hook(Box::new(|_| {}));
@@ -128,7 +145,10 @@ fn tracing() {
     panic::set_hook(hook);
     settrace(old);
     match outcome {
-        Err(payload) => println!("Exception : {}", payload.downcast_ref::<&str>().unwrap_or(&"?")),
+        Err(payload) => println!(
+            "Exception : {}",
+            payload.downcast_ref::<&str>().unwrap_or(&"?")
+        ),
         Ok(r) => println!("no panic arrived: {r:?}"),
     }
 }
@@ -156,7 +176,11 @@ fn exit_on_drop() -> Result<(), SwitchError> {
         get(&gr1).switch::<(), ()>(())?;
         gr1.borrow_mut().take();
         gr2.borrow_mut().take();
-        let label = if with_guard { "with a guard" } else { "without a guard" };
+        let label = if with_guard {
+            "with a guard"
+        } else {
+            "without a guard"
+        };
         println!("{label}: length of huge is {}", huge.borrow().len());
     }
     Ok(())
@@ -179,7 +203,9 @@ struct Generator<T: 'static> {
 }
 
 impl<T: 'static> Generator<T> {
-    fn new(body: impl FnOnce(&dyn Fn(T) -> Result<(), SwitchError>) -> Result<(), SwitchError> + 'static) -> Self {
+    fn new(
+        body: impl FnOnce(&dyn Fn(T) -> Result<(), SwitchError>) -> Result<(), SwitchError> + 'static,
+    ) -> Self {
         let greenlet = Greenlet::new(move |()| {
             let emit = |item: T| -> Result<(), SwitchError> {
                 let asker = getcurrent().parent().expect("a generator has a parent");
@@ -188,7 +214,10 @@ impl<T: 'static> Generator<T> {
             body(&emit)?;
             Ok(None::<T>)
         });
-        Generator { greenlet, _items: std::marker::PhantomData }
+        Generator {
+            greenlet,
+            _items: std::marker::PhantomData,
+        }
     }
 }
 
@@ -201,7 +230,9 @@ impl<T: 'static> Iterator for Generator<T> {
         }
         // Items go to whoever asks now: main, or an outer generator.
         self.greenlet.set_parent(&getcurrent()).expect("no cycle");
-        self.greenlet.switch::<(), Option<T>>(()).expect("generator body failed")
+        self.greenlet
+            .switch::<(), Option<T>>(())
+            .expect("generator body failed")
     }
 }
 

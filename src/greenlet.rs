@@ -35,7 +35,7 @@ use crate::stack::{self, DEFAULT_STACK_SIZE, Stack, StackError};
 use core::any::{Any, TypeId, type_name};
 use core::cell::Cell;
 use core::fmt;
-use core::mem::{align_of, size_of};
+use core::mem::{ManuallyDrop, align_of, size_of};
 use core::ptr;
 use std::boxed::Box;
 use std::panic::{self, AssertUnwindSafe};
@@ -272,7 +272,16 @@ impl Inner {
 
     /// The nearest live greenlet at or above this one. Main is never dead,
     /// and only main has no parent, so the walk ends.
+    #[inline(always)]
     fn resolve(&self) -> *const Inner {
+        if self.state.get() != State::Dead {
+            return self;
+        }
+        self.resolve_dead()
+    }
+
+    #[cold]
+    fn resolve_dead(&self) -> *const Inner {
         let mut at: *const Inner = self;
         // SAFETY: every pointer walked is a parent link, kept alive by the
         // strong reference its child holds.
@@ -364,10 +373,13 @@ fn release_main_if_current(t: &ThreadState) {
 /// The running greenlet, creating this thread's main greenlet on first use.
 #[inline]
 fn current_ptr() -> *const Inner {
-    THREAD.with(|t| {
-        let cur = t.current.get();
-        if cur.is_null() { make_main(t) } else { cur }
-    })
+    THREAD.with(current_in)
+}
+
+#[inline(always)]
+fn current_in(t: &ThreadState) -> *const Inner {
+    let cur = t.current.get();
+    if cur.is_null() { make_main(t) } else { cur }
 }
 
 #[cold]
@@ -435,45 +447,46 @@ pub(crate) fn running_guard() -> Option<(usize, usize, usize, u64)> {
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Kind {
-    /// `value` points to an `Option<T>` of the type the receiver waits for.
+    /// `payload` points to an `Option<T>` of the type the receiver waits for.
     Value,
     /// The receiver waited for `Discard`; the value was dropped by the sender.
     Discarded,
     Exit,
     Exited,
-    Thrown,
-    Panic,
-    Mismatch,
+    /// `payload` points to a [`Rare`] that lives as long as the sender's
+    /// frame (or the final slot of a dying greenlet).
+    Rare,
+    /// `payload` is a `Box<Rare>` turned into a raw pointer (a tracer that
+    /// panicked on a transfer that had no room for a payload).
+    RareBoxed,
 }
 
-/// Lives on the sender's stack for the duration of one switch.
+/// The payloads a switch rarely carries, kept out of [`Transfer`] so that an
+/// ordinary switch writes three words and has nothing to drop.
+enum Rare {
+    Thrown(Box<dyn Any>),
+    Panic(Box<dyn Any + Send>),
+    Mismatch(&'static str, &'static str),
+    Taken,
+}
+
+/// Lives on the sender's stack (or, for a dying greenlet, in the final slot
+/// at the top of its stack) for the duration of one switch.
 struct Transfer {
     kind: Kind,
-    value: *mut u8,
+    payload: *mut u8,
     origin: *const Inner,
-    thrown: Option<Box<dyn Any>>,
-    panic: Option<Box<dyn Any + Send>>,
-    mismatch: (&'static str, &'static str),
 }
 
 impl Transfer {
-    fn new(kind: Kind, origin: *const Inner) -> Self {
+    #[inline(always)]
+    fn new(kind: Kind, payload: *mut u8, origin: *const Inner) -> Self {
         Transfer {
             kind,
-            value: ptr::null_mut(),
+            payload,
             origin,
-            thrown: None,
-            panic: None,
-            mismatch: ("", ""),
         }
     }
-}
-
-/// What the receiver got, after the transfer was read off the origin's stack.
-enum Received<R> {
-    Value(R),
-    Error(SwitchError),
-    Panic(Box<dyn Any + Send>),
 }
 
 /// Trace events, as Python's greenlet names them.
@@ -504,20 +517,77 @@ impl Event {
 /// `current` is the running greenlet and `target` a live greenlet of this
 /// thread other than it; `transfer` describes a value of the type `target`
 /// waits for (checked by the caller) or a non-value; `drop_value` drops the
-/// value behind `transfer.value` if the transfer is turned into a panic.
-#[inline]
+/// value behind `transfer.payload` if the transfer is turned into a panic.
+#[inline(always)]
 unsafe fn switch_core(
+    thread: &ThreadState,
     current: *const Inner,
     mut target: *const Inner,
     transfer: &mut Transfer,
-    mut event: Event,
+    event: Event,
     expects: TypeKey,
     drop_value: unsafe fn(*mut u8),
 ) -> usize {
     // SAFETY (for the dereferences below): `current` and `target` are live:
     // `current` is owned by the thread state, `target` by a handle or a
     // parent link of a greenlet held by the caller.
+    if unsafe { (*target).state.get() } == State::Unstarted && transfer.kind != Kind::Value
+        || thread.tracing.get()
+    {
+        match unsafe { prepare_slow(thread, current, target, transfer, event, drop_value) } {
+            Some(t) => target = t,
+            None => return slow_self_delivery(transfer),
+        }
+    }
+    let cur = unsafe { &*current };
+    let tgt = unsafe { &*target };
+    cur.expects.set(expects);
+    if cur.state.get() == State::Running {
+        cur.state.set(State::Suspended);
+    }
+    tgt.state.set(State::Running);
+    // `current` now owns a reference to the target; the reference it held on
+    // us is released by whoever resumes next, once they have read `transfer`.
+    unsafe { Rc::increment_strong_count(target) };
+    thread.current.set(target);
+    let to = match tgt.saved.take() {
+        Some(to) => to,
+        None => unreachable!("a suspended or unstarted greenlet has a saved context"),
+    };
+    let depth = to.as_ptr() as usize;
+    if depth < tgt.low_water.get() {
+        tgt.low_water.set(depth);
+    }
+    transfer.origin = current;
+    cur.fiber
+        .start_switch(&tgt.fiber, cur.state.get() == State::Dead);
+    // SAFETY: `to` is the target's saved context, resumed once (taken out of
+    // its slot); our save slot stays valid while we are suspended because our
+    // record is kept alive by whoever resumes us (they hold a reference).
+    let word = unsafe { raw::switch(transfer as *mut Transfer as usize, to, cur.saved.as_ptr()) };
+    arrived(cur, word);
+    word
+}
+
+/// The rare steps before a switch: forwarding a non-value past unstarted
+/// targets (which die without running) and calling the tracer. Returns the
+/// final target, or `None` if the transfer lands back on `current`.
+///
+/// # Safety
+///
+/// As for [`switch_core`].
+#[cold]
+#[inline(never)]
+unsafe fn prepare_slow(
+    thread: &ThreadState,
+    current: *const Inner,
+    mut target: *const Inner,
+    transfer: &mut Transfer,
+    mut event: Event,
+    drop_value: unsafe fn(*mut u8),
+) -> Option<*const Inner> {
     loop {
+        // SAFETY: `target` is live (see `switch_core`).
         let t = unsafe { &*target };
         if t.state.get() == State::Unstarted
             && !matches!(transfer.kind, Kind::Value | Kind::Discarded)
@@ -531,50 +601,20 @@ unsafe fn switch_core(
             target = t.resolve();
             event = Event::Throw;
             if target == current {
-                return slow_self_delivery(transfer);
+                return None;
             }
             continue;
         }
-        if THREAD.with(|s| s.tracing.get())
-            && !call_tracer(event, current, target, transfer, drop_value)
-        {
+        if thread.tracing.get() && !call_tracer(event, current, target, transfer, drop_value) {
             // The tracer panicked: the transfer is now that panic; re-check
             // where it can go.
             if target == current {
-                return slow_self_delivery(transfer);
+                return None;
             }
             continue;
         }
-        break;
+        return Some(target);
     }
-    let cur = unsafe { &*current };
-    let tgt = unsafe { &*target };
-    cur.expects.set(expects);
-    if cur.state.get() == State::Running {
-        cur.state.set(State::Suspended);
-    }
-    tgt.state.set(State::Running);
-    // `current` now owns a reference to the target; the reference it held on
-    // us is released by whoever resumes next, once they have read `transfer`.
-    unsafe { Rc::increment_strong_count(target) };
-    THREAD.with(|s| s.current.set(target));
-    let to = tgt
-        .saved
-        .take()
-        .expect("a suspended or unstarted greenlet has a saved context");
-    let depth = to.as_ptr() as usize;
-    if depth < tgt.low_water.get() {
-        tgt.low_water.set(depth);
-    }
-    transfer.origin = current;
-    // SAFETY: `to` is the target's saved context, resumed once (taken out of
-    // its slot); our save slot stays valid while we are suspended because our
-    // record is kept alive by whoever resumes us (they hold a reference).
-    cur.fiber
-        .start_switch(&tgt.fiber, cur.state.get() == State::Dead);
-    let word = unsafe { raw::switch(transfer as *mut Transfer as usize, to, cur.saved.as_ptr()) };
-    arrived(cur, word);
-    word
 }
 
 /// Tells the sanitizers we arrived on `me`'s stack, resumed by the transfer
@@ -633,13 +673,24 @@ fn call_tracer(
         Ok(()) => true,
         Err(payload) => {
             settrace(None);
-            if transfer.kind == Kind::Value {
-                // SAFETY: the value was put there by the caller and not taken.
-                unsafe { drop_value(transfer.value) };
+            match transfer.kind {
+                // SAFETY: the payload is a `Rare` that outlives the switch;
+                // replacing it drops what it held.
+                Kind::Rare => unsafe { *transfer.payload.cast::<Rare>() = Rare::Panic(payload) },
+                // SAFETY: a `Box<Rare>` made below by an earlier tracer call.
+                Kind::RareBoxed => unsafe {
+                    *transfer.payload.cast::<Rare>() = Rare::Panic(payload)
+                },
+                kind => {
+                    if kind == Kind::Value {
+                        // SAFETY: the value was put there by the caller and
+                        // not taken.
+                        unsafe { drop_value(transfer.payload) };
+                    }
+                    transfer.kind = Kind::RareBoxed;
+                    transfer.payload = Box::into_raw(Box::new(Rare::Panic(payload))).cast();
+                }
             }
-            transfer.kind = Kind::Panic;
-            transfer.thrown = None;
-            transfer.panic = Some(payload);
             false
         }
     }
@@ -652,66 +703,116 @@ unsafe fn drop_slot<T>(p: *mut u8) {
 
 unsafe fn drop_nothing(_: *mut u8) {}
 
-/// Reads what resumed us, reclaims a dead origin's stack, and releases the
-/// reference the thread state held on the origin.
+/// Reads what resumed us, reclaims a dead origin's stack, releases the
+/// reference the thread state held on the origin, and raises a panic that
+/// travelled here (only after the release, so nothing leaks).
 ///
 /// # Safety
 ///
 /// `word` is what `raw::switch` returned in this greenlet (or a self
 /// delivery), i.e. the address of a live `Transfer` whose `Value`, if any, is
 /// an `Option<R>`.
-#[inline]
-unsafe fn receive<R: 'static>(word: usize) -> Received<R> {
+#[inline(always)]
+unsafe fn receive<R: 'static>(word: usize) -> Result<R, SwitchError> {
     // SAFETY: per the contract, `word` is a live transfer on the origin's
     // stack, which is not reused before `release_origin` below.
-    let transfer = unsafe { &mut *(word as *mut Transfer) };
+    let transfer = unsafe { &*(word as *const Transfer) };
+    if transfer.kind != Kind::Value || transfer.origin.is_null() {
+        // SAFETY: as above.
+        return unsafe { receive_other::<R>(transfer) };
+    }
+    let origin = transfer.origin;
+    // SAFETY: the sender checked that the slot holds an `Option<R>`.
+    let value = match unsafe { (*transfer.payload.cast::<Option<R>>()).take() } {
+        Some(value) => value,
+        None => unreachable!("a value transfer carries a value"),
+    };
+    // SAFETY: `origin` is the greenlet that switched to us, and the thread
+    // state's reference to it has passed to us.
+    unsafe { release_origin(origin) };
+    Ok(value)
+}
+
+/// Everything but a plain value from another greenlet.
+///
+/// # Safety
+///
+/// As for [`receive`].
+#[cold]
+#[inline(never)]
+unsafe fn receive_other<R: 'static>(transfer: &Transfer) -> Result<R, SwitchError> {
     let origin = transfer.origin;
     let received = match transfer.kind {
         // SAFETY: the sender checked that the slot holds an `Option<R>`.
-        Kind::Value => Received::Value(
-            unsafe { (*transfer.value.cast::<Option<R>>()).take() }.expect("value present"),
-        ),
+        Kind::Value => match unsafe { (*transfer.payload.cast::<Option<R>>()).take() } {
+            Some(value) => Ok(value),
+            None => unreachable!("a value transfer carries a value"),
+        },
         Kind::Discarded => discarded::<R>(),
-        Kind::Exit => Received::Error(SwitchError::Exit),
-        Kind::Exited => Received::Error(SwitchError::Exited),
-        Kind::Thrown => Received::Error(SwitchError::Thrown(
-            transfer.thrown.take().expect("thrown error present"),
-        )),
-        Kind::Panic => Received::Panic(transfer.panic.take().expect("panic payload present")),
-        Kind::Mismatch => Received::Error(SwitchError::TypeMismatch {
-            sent: transfer.mismatch.0,
-            expected: transfer.mismatch.1,
-        }),
+        Kind::Exit => Err(Ok(SwitchError::Exit)),
+        Kind::Exited => Err(Ok(SwitchError::Exited)),
+        // SAFETY: the sender's `Rare` outlives the switch; taking it leaves
+        // `Taken` for the sender's frame to drop.
+        Kind::Rare => Err(rare_into(unsafe {
+            core::mem::replace(&mut *transfer.payload.cast::<Rare>(), Rare::Taken)
+        })),
+        // SAFETY: made by `Box::into_raw` in `call_tracer`, received once.
+        Kind::RareBoxed => Err(rare_into(*unsafe {
+            Box::from_raw(transfer.payload.cast::<Rare>())
+        })),
     };
     if !origin.is_null() {
-        // SAFETY: `origin` is the greenlet that switched to us, and the thread
-        // state's reference to it has passed to us.
+        // SAFETY: as in `receive`.
         unsafe { release_origin(origin) };
     }
-    received
+    match received {
+        Ok(value) => Ok(value),
+        Err(Ok(error)) => Err(error),
+        Err(Err(panic)) => panic::resume_unwind(panic),
+    }
+}
+
+/// A rare payload as an error, or as a panic to raise.
+fn rare_into(rare: Rare) -> Result<SwitchError, Box<dyn Any + Send>> {
+    match rare {
+        Rare::Thrown(e) => Ok(SwitchError::Thrown(e)),
+        Rare::Panic(p) => Err(p),
+        Rare::Mismatch(sent, expected) => Ok(SwitchError::TypeMismatch { sent, expected }),
+        Rare::Taken => unreachable!("a rare payload is received once"),
+    }
 }
 
 #[cold]
-fn discarded<R: 'static>() -> Received<R> {
+fn discarded<R: 'static>() -> Result<R, Result<SwitchError, Box<dyn Any + Send>>> {
     // Only a `Discard` wait accepts a discarded value.
     let mut unit = Some(Discard);
     match (&mut unit as &mut dyn Any).downcast_mut::<Option<R>>() {
-        Some(slot) => Received::Value(slot.take().expect("just set")),
-        None => Received::Error(SwitchError::TypeMismatch {
+        Some(slot) => Ok(slot.take().expect("just set")),
+        None => Err(Ok(SwitchError::TypeMismatch {
             sent: "<discarded>",
             expected: type_name::<R>(),
-        }),
+        })),
     }
 }
 
-#[inline]
+#[inline(always)]
 unsafe fn release_origin(origin: *const Inner) {
     // SAFETY: see `receive`; the origin record is live until the release.
     let o = unsafe { &*origin };
-    if o.state.get() == State::Dead
-        && let Some(stack) = o.stack.take()
-    {
-        stack::give_back(stack, o.low_water.get());
+    if o.state.get() == State::Dead {
+        if let Some(stack) = o.stack.take() {
+            stack::give_back(stack, o.low_water.get());
+        }
+    } else {
+        // SAFETY: we own one of the strong references (see `switch_core`);
+        // borrowing it as an `Rc` without dropping only reads the count.
+        let rc = ManuallyDrop::new(unsafe { Rc::from_raw(origin) });
+        if Rc::strong_count(&rc) > 1 {
+            // Not the last reference: no exit to trigger, just a decrement.
+            // SAFETY: ours to drop, and others remain.
+            unsafe { Rc::decrement_strong_count(origin) };
+            return;
+        }
     }
     // SAFETY: this reference was owned by the thread state while the origin
     // ran; it is ours to drop now. Wrapping it in a handle applies the
@@ -719,14 +820,6 @@ unsafe fn release_origin(origin: *const Inner) {
     drop(Greenlet {
         inner: unsafe { Rc::from_raw(origin) },
     });
-}
-
-fn into_result<R>(received: Received<R>) -> Result<R, SwitchError> {
-    match received {
-        Received::Value(v) => Ok(v),
-        Received::Error(e) => Err(e),
-        Received::Panic(p) => panic::resume_unwind(p),
-    }
 }
 
 // ---------------------------------------------------------------------------
@@ -860,33 +953,35 @@ impl Greenlet {
     /// ```
     #[inline]
     pub fn switch<T: 'static, R: 'static>(&self, value: T) -> Result<R, SwitchError> {
-        let current = current_ptr();
-        let target = self.inner.resolve();
-        if target == current {
-            return self_switch(value);
-        }
-        // SAFETY: `target` is live (held by `self` or a parent link).
-        let expects = unsafe { (*target).expects.get() };
-        if expects.id != TypeId::of::<T>() {
-            return switch_mismatch(current, target, value, expects);
-        }
-        let mut slot = Some(value);
-        let mut transfer = Transfer::new(Kind::Value, current);
-        transfer.value = (&raw mut slot).cast();
-        // SAFETY: the value's type was checked against what `target` waits
-        // for; `current` and `target` are distinct live greenlets.
-        let word = unsafe {
-            switch_core(
-                current,
-                target,
-                &mut transfer,
-                Event::Switch,
-                TypeKey::of::<R>(),
-                drop_slot::<T>,
-            )
-        };
-        // SAFETY: `word` came back from the switch.
-        into_result(unsafe { receive::<R>(word) })
+        THREAD.with(|thread| {
+            let current = current_in(thread);
+            let target = self.inner.resolve();
+            if target == current {
+                return self_switch(value);
+            }
+            // SAFETY: `target` is live (held by `self` or a parent link).
+            let expects = unsafe { (*target).expects.get() };
+            if expects.id != TypeId::of::<T>() {
+                return switch_mismatch(thread, current, target, value, expects);
+            }
+            let mut slot = Some(value);
+            let mut transfer = Transfer::new(Kind::Value, (&raw mut slot).cast(), current);
+            // SAFETY: the value's type was checked against what `target`
+            // waits for; `current` and `target` are distinct live greenlets.
+            let word = unsafe {
+                switch_core(
+                    thread,
+                    current,
+                    target,
+                    &mut transfer,
+                    Event::Switch,
+                    TypeKey::of::<R>(),
+                    drop_slot::<T>,
+                )
+            };
+            // SAFETY: `word` came back from the switch.
+            unsafe { receive::<R>(word) }
+        })
     }
 
     /// Raises `error` in this greenlet at the point where it is suspended,
@@ -919,32 +1014,38 @@ impl Greenlet {
     /// # Ok::<(), SwitchError>(())
     /// ```
     pub fn throw<E: 'static, R: 'static>(&self, error: E) -> Result<R, SwitchError> {
-        let current = current_ptr();
-        let mut transfer = if TypeId::of::<E>() == TypeId::of::<GreenletExit>() {
-            Transfer::new(Kind::Exit, current)
-        } else {
-            let mut t = Transfer::new(Kind::Thrown, current);
-            t.thrown = Some(Box::new(error));
-            t
-        };
-        let target = self.inner.resolve();
-        let word = if target == current {
-            slow_self_delivery(&mut transfer)
-        } else {
-            // SAFETY: a non-value transfer; distinct live greenlets.
-            unsafe {
-                switch_core(
-                    current,
-                    target,
-                    &mut transfer,
-                    Event::Throw,
-                    TypeKey::of::<R>(),
-                    drop_nothing,
-                )
-            }
-        };
-        // SAFETY: `word` came back from the switch or is our own transfer.
-        into_result(unsafe { receive::<R>(word) })
+        THREAD.with(|thread| {
+            let current = current_in(thread);
+            let mut rare = Rare::Taken;
+            let mut transfer = if TypeId::of::<E>() == TypeId::of::<GreenletExit>() {
+                Transfer::new(Kind::Exit, ptr::null_mut(), current)
+            } else {
+                rare = Rare::Thrown(Box::new(error));
+                Transfer::new(Kind::Rare, (&raw mut rare).cast(), current)
+            };
+            let target = self.inner.resolve();
+            let word = if target == current {
+                slow_self_delivery(&mut transfer)
+            } else {
+                // SAFETY: a non-value transfer whose `Rare` lives in this
+                // frame until we are resumed; distinct live greenlets.
+                unsafe {
+                    switch_core(
+                        thread,
+                        current,
+                        target,
+                        &mut transfer,
+                        Event::Throw,
+                        TypeKey::of::<R>(),
+                        drop_nothing,
+                    )
+                }
+            };
+            // SAFETY: `word` came back from the switch or is our own transfer.
+            let result = unsafe { receive::<R>(word) };
+            drop(rare);
+            result
+        })
     }
 
     /// True once the greenlet has been switched into (even if now dead).
@@ -1052,6 +1153,7 @@ fn self_switch<T: 'static, R: 'static>(value: T) -> Result<R, SwitchError> {
 
 #[cold]
 fn switch_mismatch<T: 'static, R: 'static>(
+    thread: &ThreadState,
     current: *const Inner,
     target: *const Inner,
     value: T,
@@ -1064,10 +1166,11 @@ fn switch_mismatch<T: 'static, R: 'static>(
         });
     }
     drop(value);
-    let mut transfer = Transfer::new(Kind::Discarded, current);
+    let mut transfer = Transfer::new(Kind::Discarded, ptr::null_mut(), current);
     // SAFETY: a discarded value carries nothing to check; distinct greenlets.
     let word = unsafe {
         switch_core(
+            thread,
             current,
             target,
             &mut transfer,
@@ -1077,7 +1180,7 @@ fn switch_mismatch<T: 'static, R: 'static>(
         )
     };
     // SAFETY: `word` came back from the switch.
-    into_result(unsafe { receive::<R>(word) })
+    unsafe { receive::<R>(word) }
 }
 
 impl PartialEq for Greenlet {
@@ -1126,38 +1229,41 @@ impl Drop for Greenlet {
 /// panic hook) and the greenlet is dead: a drop does not panic.
 #[cold]
 fn kill_suspended(inner: &Rc<Inner>) {
-    let current = current_ptr();
-    // SAFETY: `current` is live (owned by the thread state).
-    let killer = unsafe {
-        Rc::increment_strong_count(current);
-        Rc::from_raw(current)
-    };
-    inner.parent.set(Some(killer));
-    while inner.state.get() == State::Suspended {
-        let current = current_ptr();
-        let mut transfer = Transfer::new(Kind::Exit, current);
-        let target = Rc::as_ptr(inner);
-        // SAFETY: `inner` is suspended, so not current; the transfer carries
-        // no value.
-        let word = unsafe {
-            switch_core(
-                current,
-                target,
-                &mut transfer,
-                Event::Throw,
-                TypeKey::of::<Discard>(),
-                drop_nothing,
-            )
+    THREAD.with(|thread| {
+        let current = current_in(thread);
+        // SAFETY: `current` is live (owned by the thread state).
+        let killer = unsafe {
+            Rc::increment_strong_count(current);
+            Rc::from_raw(current)
         };
-        // SAFETY: `word` came back from the switch.
-        let received = unsafe { receive::<Discard>(word) };
-        if let Received::Panic(payload) = received {
-            report_cleanup_panic(inner.id, &payload);
+        inner.parent.set(Some(killer));
+        while inner.state.get() == State::Suspended {
+            let current = current_in(thread);
+            let mut transfer = Transfer::new(Kind::Exit, ptr::null_mut(), current);
+            let target = Rc::as_ptr(inner);
+            // SAFETY: `inner` is suspended, so not current; the transfer
+            // carries no value.
+            let word = unsafe {
+                switch_core(
+                    thread,
+                    current,
+                    target,
+                    &mut transfer,
+                    Event::Throw,
+                    TypeKey::of::<Discard>(),
+                    drop_nothing,
+                )
+            };
+            // SAFETY: `word` came back from the switch. A panic in the
+            // greenlet's cleanup arrives here as a panic: caught, reported.
+            let received =
+                panic::catch_unwind(AssertUnwindSafe(|| unsafe { receive::<Discard>(word) }));
+            if let Err(payload) = received {
+                report_cleanup_panic(inner.id, &payload);
+            }
         }
-    }
-    THREAD.with(|t| {
-        if t.torn_down.get() {
-            release_main_if_current(t);
+        if thread.torn_down.get() {
+            release_main_if_current(thread);
         }
     });
 }
@@ -1403,10 +1509,16 @@ fn body_slot<F, O>(top: usize) -> usize {
     (top - size) & !(align - 1)
 }
 
+/// What a dying greenlet hands to its parent, built outside any frame.
+struct Final {
+    transfer: Transfer,
+    rare: Rare,
+}
+
 /// Just below the body slot: where the greenlet's final transfer is built.
-fn final_transfer_slot(body_at: usize) -> *mut Transfer {
-    let align = align_of::<Transfer>().max(16);
-    ((body_at - size_of::<Transfer>()) & !(align - 1)) as *mut Transfer
+fn final_transfer_slot(body_at: usize) -> *mut Final {
+    let align = align_of::<Final>().max(16);
+    ((body_at - size_of::<Final>()) & !(align - 1)) as *mut Final
 }
 
 unsafe fn drop_body<F>(p: *mut u8) {
@@ -1433,9 +1545,8 @@ where
         // SAFETY: `word` is the transfer that started us; an unstarted
         // greenlet only ever receives a value of its argument type.
         match unsafe { receive::<A>(word) } {
-            Received::Value(a) => body(a),
-            Received::Error(e) => Err(e),
-            Received::Panic(p) => panic::resume_unwind(p),
+            Ok(a) => body(a),
+            Err(e) => Err(e),
         }
     }));
     finish::<O>(outcome, body_at as usize)
@@ -1445,71 +1556,77 @@ where
 /// nearest live ancestor, for good. Holds nothing that needs dropping when
 /// the last switch is made, since this frame is never resumed.
 fn finish<O: 'static>(outcome: std::thread::Result<Result<O, SwitchError>>, body_at: usize) -> ! {
-    let current = current_ptr();
-    // SAFETY: the running greenlet's record is live.
-    let me = unsafe { &*current };
-    me.state.set(State::Dead);
-    let slot_at = body_at as *mut Option<O>;
-    let transfer_at = final_transfer_slot(body_at);
-    // SAFETY: both slots are reserved at the top of our stack by `spawn`,
-    // aligned and large enough; the body that was there has been moved out.
-    let (slot, transfer) = unsafe {
-        slot_at.write(None);
-        transfer_at.write(Transfer::new(Kind::Value, current));
-        (&mut *slot_at, &mut *transfer_at)
-    };
-    let mut event = Event::Throw;
-    match outcome {
-        Ok(Ok(value)) => {
-            *slot = Some(value);
-            transfer.value = slot_at.cast();
-            event = Event::Switch;
+    THREAD.with(|thread| {
+        let current = current_in(thread);
+        // SAFETY: the running greenlet's record is live.
+        let me = unsafe { &*current };
+        me.state.set(State::Dead);
+        let slot_at = body_at as *mut Option<O>;
+        let final_at = final_transfer_slot(body_at);
+        // SAFETY: both slots are reserved at the top of our stack by `spawn`,
+        // aligned and large enough; the body that was there was moved out.
+        let (slot, last) = unsafe {
+            slot_at.write(None);
+            final_at.write(Final {
+                transfer: Transfer::new(Kind::Value, slot_at.cast(), current),
+                rare: Rare::Taken,
+            });
+            (&mut *slot_at, &mut *final_at)
+        };
+        let rare_at: *mut Rare = &raw mut last.rare;
+        let mut event = Event::Throw;
+        let mut set_rare = |rare: Rare| {
+            last.rare = rare;
+            last.transfer.kind = Kind::Rare;
+            last.transfer.payload = rare_at.cast();
+        };
+        match outcome {
+            Ok(Ok(value)) => {
+                *slot = Some(value);
+                event = Event::Switch;
+            }
+            Ok(Err(SwitchError::Exit)) => {
+                last.transfer.kind = Kind::Exited;
+                event = Event::Switch;
+            }
+            Ok(Err(SwitchError::Exited)) => last.transfer.kind = Kind::Exited,
+            Ok(Err(SwitchError::Thrown(e))) => set_rare(Rare::Thrown(e)),
+            Ok(Err(SwitchError::TypeMismatch { sent, expected })) => {
+                set_rare(Rare::Mismatch(sent, expected))
+            }
+            Err(payload) => set_rare(Rare::Panic(payload)),
         }
-        Ok(Err(SwitchError::Exit)) => {
-            transfer.kind = Kind::Exited;
-            event = Event::Switch;
+        let parent = me.parent_ptr();
+        // SAFETY: our parent link keeps the parent alive.
+        let target = unsafe { (*parent).resolve() };
+        if last.transfer.kind == Kind::Value {
+            // SAFETY: `target` is live.
+            let expects = unsafe { (*target).expects.get() };
+            if expects.id == TypeId::of::<Discard>() {
+                *slot = None;
+                last.transfer.kind = Kind::Discarded;
+            } else if expects.id != TypeId::of::<O>() {
+                *slot = None;
+                last.rare = Rare::Mismatch(type_name::<O>(), expects.name);
+                last.transfer.kind = Kind::Rare;
+                last.transfer.payload = rare_at.cast();
+            }
         }
-        Ok(Err(SwitchError::Exited)) => transfer.kind = Kind::Exited,
-        Ok(Err(SwitchError::Thrown(e))) => {
-            transfer.kind = Kind::Thrown;
-            transfer.thrown = Some(e);
+        // SAFETY: a dead greenlet is never the target of a switch, so
+        // `target` (a live ancestor) differs from us; the value type was
+        // checked above. Nothing in this frame needs dropping: it is never
+        // resumed.
+        unsafe {
+            switch_core(
+                thread,
+                current,
+                target,
+                &mut last.transfer,
+                event,
+                TypeKey::of::<()>(),
+                drop_slot::<O>,
+            );
         }
-        Ok(Err(SwitchError::TypeMismatch { sent, expected })) => {
-            transfer.kind = Kind::Mismatch;
-            transfer.mismatch = (sent, expected);
-        }
-        Err(payload) => {
-            transfer.kind = Kind::Panic;
-            transfer.panic = Some(payload);
-        }
-    }
-    let parent = me.parent_ptr();
-    // SAFETY: our parent link keeps the parent alive.
-    let target = unsafe { (*parent).resolve() };
-    if transfer.kind == Kind::Value {
-        // SAFETY: `target` is live.
-        let expects = unsafe { (*target).expects.get() };
-        if expects.id == TypeId::of::<Discard>() {
-            *slot = None;
-            transfer.kind = Kind::Discarded;
-        } else if expects.id != TypeId::of::<O>() {
-            *slot = None;
-            transfer.kind = Kind::Mismatch;
-            transfer.mismatch = (type_name::<O>(), expects.name);
-        }
-    }
-    // SAFETY: a dead greenlet is never the target of a switch, so `target`
-    // (a live ancestor) differs from us; the value type was checked above.
-    // Nothing in this frame needs dropping: it is never resumed.
-    unsafe {
-        switch_core(
-            current,
-            target,
-            transfer,
-            event,
-            TypeKey::of::<()>(),
-            drop_slot::<O>,
-        );
-    }
-    unreachable!("a dead greenlet was resumed");
+        unreachable!("a dead greenlet was resumed");
+    })
 }
