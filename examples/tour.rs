@@ -5,6 +5,10 @@
 //! output for comparison.
 
 use greenlet::{Event, Greenlet, SwitchError, getcurrent, settrace};
+
+#[path = "support/generator.rs"]
+mod generator;
+use generator::Generator;
 use std::cell::RefCell;
 use std::panic::{self, AssertUnwindSafe};
 use std::rc::Rc;
@@ -192,47 +196,6 @@ impl Drop for Clear {
     fn drop(&mut self) {
         println!("guard: finish switch del huge");
         self.0.borrow_mut().clear();
-    }
-}
-
-/// A generator built from greenlets: each `next` switches into the body,
-/// which switches each item back to whoever asked.
-struct Generator<T: 'static> {
-    greenlet: Greenlet,
-    _items: std::marker::PhantomData<T>,
-}
-
-impl<T: 'static> Generator<T> {
-    fn new(
-        body: impl FnOnce(&dyn Fn(T) -> Result<(), SwitchError>) -> Result<(), SwitchError> + 'static,
-    ) -> Self {
-        let greenlet = Greenlet::new(move |()| {
-            let emit = |item: T| -> Result<(), SwitchError> {
-                let asker = getcurrent().parent().expect("a generator has a parent");
-                asker.switch::<Option<T>, ()>(Some(item))
-            };
-            body(&emit)?;
-            Ok(None::<T>)
-        });
-        Generator {
-            greenlet,
-            _items: std::marker::PhantomData,
-        }
-    }
-}
-
-impl<T: 'static> Iterator for Generator<T> {
-    type Item = T;
-
-    fn next(&mut self) -> Option<T> {
-        if self.greenlet.is_dead() {
-            return None;
-        }
-        // Items go to whoever asks now: main, or an outer generator.
-        self.greenlet.set_parent(&getcurrent()).expect("no cycle");
-        self.greenlet
-            .switch::<(), Option<T>>(())
-            .expect("generator body failed")
     }
 }
 
