@@ -1117,6 +1117,25 @@ impl Greenlet {
         Ok(())
     }
 
+    /// A weak handle: it does not keep the greenlet alive (so it cannot stop
+    /// the exit-on-last-handle rule), and upgrades while a handle exists.
+    /// Use it where greenlets refer to each other, to avoid `Rc` cycles.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let g = greenlet::Greenlet::new(|()| Ok(()));
+    /// let weak = g.downgrade();
+    /// assert_eq!(weak.upgrade(), Some(g.clone()));
+    /// drop(g);
+    /// assert_eq!(weak.upgrade(), None);
+    /// ```
+    pub fn downgrade(&self) -> WeakGreenlet {
+        WeakGreenlet {
+            inner: Rc::downgrade(&self.inner),
+        }
+    }
+
     /// A number identifying this greenlet within its thread (main is 0).
     pub fn id(&self) -> u64 {
         self.inner.id
@@ -1181,6 +1200,28 @@ fn switch_mismatch<T: 'static, R: 'static>(
     };
     // SAFETY: `word` came back from the switch.
     unsafe { receive::<R>(word) }
+}
+
+/// A non-owning reference to a greenlet, made by [`Greenlet::downgrade`].
+#[derive(Clone)]
+pub struct WeakGreenlet {
+    inner: std::rc::Weak<Inner>,
+}
+
+impl WeakGreenlet {
+    /// A handle to the greenlet, if any handle to it still exists.
+    pub fn upgrade(&self) -> Option<Greenlet> {
+        self.inner.upgrade().map(|inner| Greenlet { inner })
+    }
+}
+
+impl fmt::Debug for WeakGreenlet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.upgrade() {
+            Some(g) => write!(f, "WeakGreenlet({g:?})"),
+            None => f.write_str("WeakGreenlet(<dropped>)"),
+        }
+    }
 }
 
 impl PartialEq for Greenlet {

@@ -97,6 +97,6 @@ mod sanitizer;
 
 #[cfg(feature = "std")]
 pub use greenlet::{
-    Builder, Error, Event, Greenlet, GreenletExit, SwitchError, Tracer, getcurrent, gettrace,
-    main_greenlet, settrace,
+    Builder, Error, Event, Greenlet, GreenletExit, SwitchError, Tracer, WeakGreenlet, getcurrent,
+    gettrace, main_greenlet, settrace,
 };

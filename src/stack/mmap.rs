@@ -106,7 +106,8 @@ pub fn guard_kind() -> GuardKind {
         2 => return GuardKind::Mprotect,
         _ => {}
     }
-    let forced = cfg!(miri) || std::env::var_os("GREENLET_STACK_GUARD").is_some_and(|v| v == "mprotect");
+    let forced =
+        cfg!(miri) || std::env::var_os("GREENLET_STACK_GUARD").is_some_and(|v| v == "mprotect");
     let kind = if !forced && madvise_guards_work() {
         GuardKind::Madvise
     } else {
@@ -173,7 +174,9 @@ impl Region {
     fn map(len: usize) -> io::Result<Region> {
         let words = len.div_ceil(16);
         let heap: std::boxed::Box<[_]> =
-            std::iter::repeat_with(core::mem::MaybeUninit::<u128>::uninit).take(words).collect();
+            std::iter::repeat_with(core::mem::MaybeUninit::<u128>::uninit)
+                .take(words)
+                .collect();
         let heap = NonNull::new(std::boxed::Box::into_raw(heap)).expect("Box is never null");
         Ok(Region { heap })
     }
@@ -194,7 +197,9 @@ impl Region {
         match guard_kind() {
             // SAFETY: the guard range lies inside our mapping, in a slot no
             // Stack value refers to yet.
-            GuardKind::Madvise => unsafe { libc::madvise(start as *mut _, len, MADV_GUARD_INSTALL) },
+            GuardKind::Madvise => unsafe {
+                libc::madvise(start as *mut _, len, MADV_GUARD_INSTALL)
+            },
             // SAFETY: as above.
             GuardKind::Mprotect => unsafe { libc::mprotect(start as *mut _, len, libc::PROT_NONE) },
         }
@@ -211,7 +216,8 @@ impl Region {
         // SAFETY: the caller passes a range no live frame uses; zero-filling
         // it on next touch is harmless. Guard markers survive MADV_DONTNEED.
         let _ = unsafe {
-            self.mapping.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, offset, len)
+            self.mapping
+                .unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, offset, len)
         };
     }
 
