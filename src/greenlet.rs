@@ -1256,9 +1256,66 @@ impl fmt::Debug for Greenlet {
 
 impl Drop for Greenlet {
     fn drop(&mut self) {
-        if Rc::strong_count(&self.inner) == 1 && self.inner.state.get() == State::Suspended {
+        if Rc::strong_count(&self.inner) != 1 {
+            return;
+        }
+        if self.inner.state.get() == State::Suspended {
             kill_suspended(&self.inner);
         }
+        // Still the last handle, and no weak one could observe a reuse: keep
+        // the allocation for the next greenlet of this thread.
+        if Rc::strong_count(&self.inner) == 1 && Rc::weak_count(&self.inner) == 0 {
+            recycle(&self.inner);
+        }
+    }
+}
+
+/// Records kept for reuse per thread: creating a greenlet in the steady
+/// state then allocates nothing (its stack comes from the stack pool).
+const RECYCLED_LIMIT: usize = 64;
+
+std::thread_local! {
+    static RECYCLED: core::cell::RefCell<std::vec::Vec<Rc<Inner>>> =
+        const { core::cell::RefCell::new(std::vec::Vec::new()) };
+}
+
+/// Releases what a dead or unstarted record holds (body, stack, parent) and
+/// keeps the allocation in this thread's cache.
+#[inline]
+fn recycle(inner: &Rc<Inner>) {
+    if inner.state.get() == State::Unstarted {
+        inner.kill_unstarted();
+    }
+    if let Some(stack) = inner.stack.take() {
+        stack::give_back(stack, inner.low_water.get());
+    }
+    // May drop the parent's last handle, which is fine: not ours.
+    drop(inner.parent.take());
+    let _ = RECYCLED.try_with(|cache| {
+        if let Ok(mut cache) = cache.try_borrow_mut()
+            && cache.len() < RECYCLED_LIMIT
+        {
+            cache.push(inner.clone());
+        }
+    });
+}
+
+/// A record for a new greenlet: a recycled allocation when there is one.
+#[inline]
+fn new_record(record: Inner) -> Rc<Inner> {
+    let recycled = RECYCLED
+        .try_with(|cache| cache.try_borrow_mut().ok()?.pop())
+        .ok()
+        .flatten();
+    match recycled {
+        Some(mut rc) => match Rc::get_mut(&mut rc) {
+            Some(slot) => {
+                *slot = record;
+                rc
+            }
+            None => Rc::new(record),
+        },
+        None => Rc::new(record),
     }
 }
 
@@ -1520,7 +1577,7 @@ impl Builder {
             )
         };
         let guard = stack.guard();
-        let inner = Rc::new(Inner {
+        let inner = new_record(Inner {
             id: next_id(),
             state: Cell::new(State::Unstarted),
             parent: Cell::new(Some(parent)),

@@ -408,8 +408,9 @@ pub(crate) fn checked_usable(size: usize) -> Result<usize, StackError> {
     if !(MIN_STACK_SIZE..=MAX_STACK_SIZE).contains(&size) {
         return Err(StackError::new(StackErrorKind::InvalidSize, size, None));
     }
-    let page = page_size();
-    Ok(size.div_ceil(page) * page)
+    // A page is a power of two (checked in `page_size`): round with a mask.
+    let page_mask = page_size() - 1;
+    Ok((size + page_mask) & !page_mask)
 }
 
 /// What went wrong when making a stack.

@@ -36,6 +36,9 @@ struct Class {
 
 struct Pool {
     classes: Vec<Class>,
+    /// The class used last: most programs use one size, so it is checked
+    /// before the search.
+    last: usize,
     free_total: usize,
     limit: usize,
     release_threshold: usize,
@@ -45,6 +48,7 @@ std::thread_local! {
     static POOL: RefCell<Pool> = const {
         RefCell::new(Pool {
             classes: Vec::new(),
+            last: 0,
             free_total: 0,
             limit: DEFAULT_LIMIT,
             release_threshold: DEFAULT_RELEASE_THRESHOLD,
@@ -53,7 +57,20 @@ std::thread_local! {
 }
 
 impl Pool {
+    #[inline]
     fn class(&mut self, usable: usize) -> &mut Class {
+        if self
+            .classes
+            .get(self.last)
+            .is_some_and(|c| c.usable == usable)
+        {
+            return &mut self.classes[self.last];
+        }
+        self.find_class(usable)
+    }
+
+    #[cold]
+    fn find_class(&mut self, usable: usize) -> &mut Class {
         let index = match self.classes.iter().position(|c| c.usable == usable) {
             Some(i) => i,
             None => {
@@ -66,6 +83,7 @@ impl Pool {
                 self.classes.len() - 1
             }
         };
+        self.last = index;
         &mut self.classes[index]
     }
 }
