@@ -67,6 +67,12 @@ pub enum SwitchError {
     /// An error thrown into this greenlet with [`Greenlet::throw`], or
     /// returned by the body of a greenlet whose parent this one is.
     Thrown(Box<dyn Any>),
+    /// The switch was refused because this thread is unwinding a panic.
+    /// Rust's panic state belongs to the thread, not to the greenlet, so any
+    /// greenlet resumed now would run as if it were panicking (its own panic
+    /// would abort the process, mutexes it drops would be poisoned). Finish
+    /// the cleanup without switching.
+    Panicking,
     /// The value's type is not the one the receiver waits for.
     TypeMismatch {
         /// The type that was sent.
@@ -96,6 +102,7 @@ impl fmt::Debug for SwitchError {
         match self {
             SwitchError::Exit => f.write_str("Exit"),
             SwitchError::Exited => f.write_str("Exited"),
+            SwitchError::Panicking => f.write_str("Panicking"),
             SwitchError::Thrown(e) => {
                 if let Some(s) = e.downcast_ref::<&str>() {
                     write!(f, "Thrown({s:?})")
@@ -119,6 +126,11 @@ impl fmt::Display for SwitchError {
         match self {
             SwitchError::Exit => f.write_str("the greenlet is asked to exit (GreenletExit)"),
             SwitchError::Exited => f.write_str("the greenlet switched from exited (GreenletExit)"),
+            SwitchError::Panicking => f.write_str(
+                "cannot switch greenlets while this thread is unwinding a panic: the panic state \
+                 belongs to the thread, so the resumed greenlet would run as if panicking; finish \
+                 the cleanup without switching",
+            ),
             SwitchError::Thrown(_) => write!(f, "an error was thrown into the greenlet: {self:?}"),
             SwitchError::TypeMismatch { sent, expected } => write!(
                 f,
@@ -143,7 +155,8 @@ pub enum Error {
     /// A main greenlet's parent cannot be set: only main has no parent.
     MainParent,
     /// The body's return type is too large to be handed over from the top of
-    /// the greenlet's stack (a quarter of it at most): return a `Box`.
+    /// the greenlet's stack (a sixteenth of it at most, since unoptimised
+    /// builds copy the value several times on the way out): return a `Box`.
     ReturnTooLarge {
         /// Size of the return type in bytes.
         size: usize,
@@ -165,7 +178,7 @@ impl fmt::Display for Error {
             Error::ReturnTooLarge { size, stack } => write!(
                 f,
                 "a greenlet body's return type of {size} bytes is too large for its \
-                 {stack}-byte stack (a quarter at most): return a Box, or raise the stack size"
+                 {stack}-byte stack (a sixteenth at most): return a Box, or raise the stack size"
             ),
         }
     }
@@ -225,7 +238,7 @@ struct Inner {
     state: Cell<State>,
     /// Only main has none. A strong reference, as in Python: a child keeps
     /// its parent alive.
-    parent: Cell<Option<Rc<Inner>>>,
+    parent: Cell<Option<Greenlet>>,
     /// Where the greenlet is suspended (unstarted: its initial frame).
     saved: Cell<Option<StackPointer>>,
     /// What the pending switch (or the unstarted body) accepts.
@@ -258,12 +271,12 @@ impl Inner {
 
     fn parent_ptr(&self) -> *const Inner {
         let p = self.parent.take();
-        let raw = p.as_ref().map_or(ptr::null(), Rc::as_ptr);
+        let raw = p.as_ref().map_or(ptr::null(), |g| Rc::as_ptr(&g.inner));
         self.parent.set(p);
         raw
     }
 
-    fn parent_rc(&self) -> Option<Rc<Inner>> {
+    fn parent_handle(&self) -> Option<Greenlet> {
         let p = self.parent.take();
         let out = p.clone();
         self.parent.set(p);
@@ -285,7 +298,10 @@ impl Inner {
         let mut at: *const Inner = self;
         // SAFETY: every pointer walked is a parent link, kept alive by the
         // strong reference its child holds.
+        // SAFETY: every pointer walked is a parent link, kept alive by the
+        // handle its child holds; main (never dead) ends the walk.
         while unsafe { (*at).state.get() } == State::Dead {
+            // SAFETY: as above.
             at = unsafe { (*at).parent_ptr() };
         }
         at
@@ -311,9 +327,13 @@ impl Inner {
 impl Drop for Inner {
     fn drop(&mut self) {
         // A handle's drop kills a suspended greenlet before the last reference
-        // goes, so what remains here is unstarted or dead.
-        if self.state.get() == State::Unstarted {
-            self.kill_unstarted();
+        // goes, so what remains here is unstarted or dead. Should a record
+        // still be suspended, its stack is leaked rather than reused.
+        match self.state.get() {
+            State::Unstarted => self.kill_unstarted(),
+            State::Suspended if !self.is_main() => leak_suspended(self),
+            // Main (suspended or running) has no stack of its own.
+            State::Suspended | State::Running | State::Dead => {}
         }
         if let Some(stack) = self.stack.take() {
             stack::give_back(stack, self.low_water.get());
@@ -333,6 +353,11 @@ struct ThreadState {
     tracing: Cell<bool>,
     /// Set once this thread's `Teardown` destructor has run.
     torn_down: Cell<bool>,
+    /// A weak reference (`Weak::into_raw`) to this thread's main greenlet,
+    /// so that a main released at teardown is revived, not duplicated, when
+    /// a later thread-local destructor still drops greenlets whose parent
+    /// it is. Null until main is first made.
+    main: Cell<*const Inner>,
 }
 
 std::thread_local! {
@@ -342,6 +367,7 @@ std::thread_local! {
             next_id: Cell::new(1),
             tracing: Cell::new(false),
             torn_down: Cell::new(false),
+            main: Cell::new(ptr::null()),
         }
     };
     static TRACER: Cell<Option<Tracer>> = const { Cell::new(None) };
@@ -384,6 +410,23 @@ fn current_in(t: &ThreadState) -> *const Inner {
 
 #[cold]
 fn make_main(t: &ThreadState) -> *const Inner {
+    let weak = t.main.get();
+    if !weak.is_null() {
+        // SAFETY: `main` holds a weak count from `Weak::into_raw`, which stays
+        // with the thread state (hence `ManuallyDrop`).
+        let weak = ManuallyDrop::new(unsafe { std::rc::Weak::from_raw(weak) });
+        if let Some(main) = weak.upgrade() {
+            // Revive the main greenlet released at teardown: it is running
+            // again, as the thread's remaining destructors run on its stack.
+            main.state.set(State::Running);
+            let raw = Rc::into_raw(main);
+            t.current.set(raw);
+            return raw;
+        }
+        // SAFETY: the old main is gone; give back the weak count.
+        drop(ManuallyDrop::into_inner(weak));
+        t.main.set(ptr::null());
+    }
     let main = Rc::new(Inner {
         id: 0,
         state: Cell::new(State::Running),
@@ -399,6 +442,7 @@ fn make_main(t: &ThreadState) -> *const Inner {
         low_water: Cell::new(usize::MAX),
         body: Cell::new(None),
     });
+    t.main.set(std::rc::Weak::into_raw(Rc::downgrade(&main)));
     let raw = Rc::into_raw(main);
     t.current.set(raw);
     if !t.torn_down.get() {
@@ -531,16 +575,25 @@ unsafe fn switch_core(
     // SAFETY (for the dereferences below): `current` and `target` are live:
     // `current` is owned by the thread state, `target` by a handle or a
     // parent link of a greenlet held by the caller.
+    // SAFETY: `target` is live (see above).
     if unsafe { (*target).state.get() } == State::Unstarted && transfer.kind != Kind::Value
         || thread.tracing.get()
     {
+        // SAFETY: this function's own contract.
         match unsafe { prepare_slow(thread, current, target, transfer, event, drop_value) } {
             Some(t) => target = t,
             None => return slow_self_delivery(transfer),
         }
     }
+    // SAFETY: `current` is live (owned by the thread state).
     let cur = unsafe { &*current };
+    // SAFETY: `target` is live (held by the caller).
     let tgt = unsafe { &*target };
+    // Taken before anything changes: a target without a saved context is
+    // running or finished, and switching to it would be a bug, not UB.
+    let Some(to) = tgt.saved.take() else {
+        not_resumable(tgt)
+    };
     cur.expects.set(expects);
     if cur.state.get() == State::Running {
         cur.state.set(State::Suspended);
@@ -548,12 +601,9 @@ unsafe fn switch_core(
     tgt.state.set(State::Running);
     // `current` now owns a reference to the target; the reference it held on
     // us is released by whoever resumes next, once they have read `transfer`.
+    // SAFETY: `target` came from an `Rc` that is alive.
     unsafe { Rc::increment_strong_count(target) };
     thread.current.set(target);
-    let to = match tgt.saved.take() {
-        Some(to) => to,
-        None => unreachable!("a suspended or unstarted greenlet has a saved context"),
-    };
     let depth = to.as_ptr() as usize;
     if depth < tgt.low_water.get() {
         tgt.low_water.set(depth);
@@ -567,6 +617,16 @@ unsafe fn switch_core(
     let word = unsafe { raw::switch(transfer as *mut Transfer as usize, to, cur.saved.as_ptr()) };
     arrived(cur, word);
     word
+}
+
+#[cold]
+#[inline(never)]
+fn not_resumable(target: &Inner) -> ! {
+    panic!(
+        "cannot switch to greenlet #{}: it is running or has just finished (did a tracer or a \
+         callback switch away in the middle of a switch?)",
+        target.id
+    )
 }
 
 /// The rare steps before a switch: forwarding a non-value past unstarted
@@ -586,9 +646,19 @@ unsafe fn prepare_slow(
     mut event: Event,
     drop_value: unsafe fn(*mut u8),
 ) -> Option<*const Inner> {
+    // The tracer sees the greenlet the call aimed at, once, as Python's
+    // greenlet reports it, even when the transfer then climbs past it.
+    let mut traced = !thread.tracing.get();
     loop {
         // SAFETY: `target` is live (see `switch_core`).
         let t = unsafe { &*target };
+        if !traced {
+            traced = true;
+            if !call_tracer(event, current, target, transfer, drop_value) && target == current {
+                // The tracer panicked: the transfer is now that panic.
+                return None;
+            }
+        }
         if t.state.get() == State::Unstarted
             && !matches!(transfer.kind, Kind::Value | Kind::Discarded)
         {
@@ -600,14 +670,6 @@ unsafe fn prepare_slow(
             }
             target = t.resolve();
             event = Event::Throw;
-            if target == current {
-                return None;
-            }
-            continue;
-        }
-        if thread.tracing.get() && !call_tracer(event, current, target, transfer, drop_value) {
-            // The tracer panicked: the transfer is now that panic; re-check
-            // where it can go.
             if target == current {
                 return None;
             }
@@ -800,6 +862,8 @@ unsafe fn release_origin(origin: *const Inner) {
     // SAFETY: see `receive`; the origin record is live until the release.
     let o = unsafe { &*origin };
     if o.state.get() == State::Dead {
+        // The final switch saved a stack pointer that must never be resumed.
+        o.saved.set(None);
         if let Some(stack) = o.stack.take() {
             stack::give_back(stack, o.low_water.get());
         }
@@ -817,9 +881,8 @@ unsafe fn release_origin(origin: *const Inner) {
     // SAFETY: this reference was owned by the thread state while the origin
     // ran; it is ours to drop now. Wrapping it in a handle applies the
     // exit-on-last-handle rule to it.
-    drop(Greenlet {
-        inner: unsafe { Rc::from_raw(origin) },
-    });
+    let inner = unsafe { Rc::from_raw(origin) };
+    drop(Greenlet { inner });
 }
 
 // ---------------------------------------------------------------------------
@@ -858,7 +921,7 @@ unsafe fn release_origin(origin: *const Inner) {
 /// let doubler = Greenlet::new(|mut x: i32| -> Result<(), _> {
 ///     loop {
 ///         // Hand back the double; wait for the next number.
-///         x = greenlet::getcurrent().parent().unwrap().switch(x * 2)?;
+///         x = greenlet::parent().unwrap().switch(x * 2)?;
 ///     }
 /// });
 /// assert_eq!(doubler.switch::<i32, i32>(21)?, 42);
@@ -953,6 +1016,9 @@ impl Greenlet {
     /// ```
     #[inline]
     pub fn switch<T: 'static, R: 'static>(&self, value: T) -> Result<R, SwitchError> {
+        if std::thread::panicking() {
+            return Err(SwitchError::Panicking);
+        }
         THREAD.with(|thread| {
             let current = current_in(thread);
             let target = self.inner.resolve();
@@ -1001,10 +1067,11 @@ impl Greenlet {
     /// # Examples
     ///
     /// ```
-    /// use greenlet::{Greenlet, SwitchError, getcurrent};
+    /// use greenlet::{Greenlet, SwitchError};
     ///
     /// let g = Greenlet::new(|()| {
-    ///     match getcurrent().parent().unwrap().switch::<(), ()>(()) {
+    ///     let parent = greenlet::parent().unwrap();
+    ///     match parent.switch::<(), ()>(()) {
     ///         Err(SwitchError::Thrown(e)) => Ok(*e.downcast::<&str>().unwrap()),
     ///         _ => Ok("not thrown"),
     ///     }
@@ -1014,6 +1081,9 @@ impl Greenlet {
     /// # Ok::<(), SwitchError>(())
     /// ```
     pub fn throw<E: 'static, R: 'static>(&self, error: E) -> Result<R, SwitchError> {
+        if std::thread::panicking() {
+            return Err(SwitchError::Panicking);
+        }
         THREAD.with(|thread| {
             let current = current_in(thread);
             let mut rare = Rare::Taken;
@@ -1082,7 +1152,7 @@ impl Greenlet {
     /// assert_eq!(main.parent(), None);
     /// ```
     pub fn parent(&self) -> Option<Greenlet> {
-        self.inner.parent_rc().map(|inner| Greenlet { inner })
+        self.inner.parent_handle()
     }
 
     /// Makes `parent` this greenlet's parent.
@@ -1113,7 +1183,7 @@ impl Greenlet {
             // SAFETY: walking parent links, each kept alive by its child.
             at = unsafe { (*at).parent_ptr() };
         }
-        self.inner.parent.set(Some(parent.inner.clone()));
+        self.inner.parent.set(Some(parent.clone()));
         Ok(())
     }
 
@@ -1260,7 +1330,11 @@ impl Drop for Greenlet {
             return;
         }
         if self.inner.state.get() == State::Suspended {
-            kill_suspended(&self.inner);
+            if std::thread::panicking() {
+                leak_suspended(&self.inner);
+            } else {
+                kill_suspended(&self.inner);
+            }
         }
         // Still the last handle, and no weak one could observe a reuse: keep
         // the allocation for the next greenlet of this thread.
@@ -1268,6 +1342,23 @@ impl Drop for Greenlet {
             recycle(&self.inner);
         }
     }
+}
+
+/// The last handle to a suspended greenlet went away while the thread is
+/// unwinding a panic, when it cannot be switched to (see
+/// [`SwitchError::Panicking`]). Its frames can never run again, and their
+/// memory must never be reused under them (something on that stack may be
+/// pinned), so the stack is leaked, not pooled; its destructors do not run.
+#[cold]
+fn leak_suspended(inner: &Inner) {
+    std::eprintln!(
+        "greenlet #{}: last handle dropped while suspended during a panic; it cannot be asked \
+         to exit while the thread unwinds, so its stack is leaked and its destructors will not run",
+        inner.id
+    );
+    core::mem::forget(inner.stack.take());
+    inner.saved.set(None);
+    inner.state.set(State::Dead);
 }
 
 /// Records kept for reuse per thread: creating a greenlet in the steady
@@ -1334,7 +1425,7 @@ fn kill_suspended(inner: &Rc<Inner>) {
             Rc::increment_strong_count(current);
             Rc::from_raw(current)
         };
-        inner.parent.set(Some(killer));
+        inner.parent.set(Some(Greenlet { inner: killer }));
         while inner.state.get() == State::Suspended {
             let current = current_in(thread);
             let mut transfer = Transfer::new(Kind::Exit, ptr::null_mut(), current);
@@ -1401,6 +1492,31 @@ pub fn getcurrent() -> Greenlet {
             inner: Rc::from_raw(cur),
         }
     }
+}
+
+/// The current greenlet's parent (`None` in main).
+///
+/// Prefer this to `getcurrent().parent()` in a switch expression: in
+/// `getcurrent().parent().unwrap().switch(x)?` the temporary handle made by
+/// `getcurrent()` lives until the end of the statement, across the switch,
+/// so the suspended greenlet holds a handle to itself and dropping the last
+/// outside handle can no longer make it exit.
+///
+/// # Examples
+///
+/// ```
+/// let g = greenlet::Greenlet::new(|x: i32| {
+///     let y: i32 = greenlet::parent().unwrap().switch(x + 1)?;
+///     Ok(y * 2)
+/// });
+/// assert_eq!(g.switch::<i32, i32>(1)?, 2);
+/// assert_eq!(g.switch::<i32, i32>(5)?, 10);
+/// assert!(greenlet::parent().is_none()); // main has none
+/// # Ok::<(), greenlet::SwitchError>(())
+/// ```
+pub fn parent() -> Option<Greenlet> {
+    // SAFETY: the thread state owns a reference to the current record.
+    unsafe { (*current_ptr()).parent_handle() }
 }
 
 /// This thread's main greenlet (the root of its tree).
@@ -1541,18 +1657,11 @@ impl Builder {
     {
         let stack = stack::take(self.stack_size.unwrap_or(DEFAULT_STACK_SIZE))?;
         let parent = match self.parent {
-            Some(p) => p.inner.clone(),
-            None => {
-                let cur = current_ptr();
-                // SAFETY: the thread state owns a reference; we take another.
-                unsafe {
-                    Rc::increment_strong_count(cur);
-                    Rc::from_raw(cur)
-                }
-            }
+            Some(p) => p,
+            None => getcurrent(),
         };
         let top = stack.top().as_ptr() as usize;
-        if size_of::<Option<O>>() > stack.len() / 4 {
+        if size_of::<Option<O>>() > stack.len() / 16 {
             let error = Error::ReturnTooLarge {
                 size: size_of::<O>(),
                 stack: stack.len(),
@@ -1562,7 +1671,7 @@ impl Builder {
         }
         let body_at = body_slot::<F, O>(top);
         // SAFETY: `body_at` is inside the stack (`spawn` boxes bodies over
-        // 1 KiB and the return value takes at most a quarter of the stack),
+        // 1 KiB and the return value takes at most a sixteenth of the stack),
         // aligned for F, and nothing else uses that memory before the
         // greenlet starts.
         unsafe { ptr::write(body_at as *mut F, body) };
@@ -1688,6 +1797,9 @@ fn finish<O: 'static>(outcome: std::thread::Result<Result<O, SwitchError>>, body
                 event = Event::Switch;
             }
             Ok(Err(SwitchError::Exited)) => last.transfer.kind = Kind::Exited,
+            Ok(Err(SwitchError::Panicking)) => {
+                unreachable!("a body returns after its panic was caught: not panicking")
+            }
             Ok(Err(SwitchError::Thrown(e))) => set_rare(Rare::Thrown(e)),
             Ok(Err(SwitchError::TypeMismatch { sent, expected })) => {
                 set_rare(Rare::Mismatch(sent, expected))

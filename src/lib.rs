@@ -79,6 +79,7 @@
 #![deny(unsafe_code)]
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
+#![warn(clippy::undocumented_unsafe_blocks)]
 
 extern crate alloc;
 #[cfg(feature = "std")]
@@ -98,5 +99,5 @@ mod sanitizer;
 #[cfg(feature = "std")]
 pub use greenlet::{
     Builder, Error, Event, Greenlet, GreenletExit, SwitchError, Tracer, WeakGreenlet, getcurrent,
-    gettrace, main_greenlet, settrace,
+    gettrace, main_greenlet, parent, settrace,
 };

@@ -57,7 +57,7 @@ pub(crate) fn ensure_installed() {
             unsafe { libc::sigaction(sig, &action, previous) };
         }
     });
-    ALTERNATE_STACK.with(|_| ());
+    let _ = ALTERNATE_STACK.try_with(|_| ());
 }
 
 /// A thread's alternate signal stack, if we had to make one (threads made by

@@ -44,17 +44,26 @@ fn live_allocations() -> isize {
 
 fn resident_bytes() -> usize {
     let statm = std::fs::read_to_string("/proc/self/statm").expect("statm");
-    let pages: usize = statm.split_whitespace().nth(1).and_then(|s| s.parse().ok()).expect("rss");
+    let pages: usize = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("rss");
     pages * greenlet::stack::page_size()
 }
 
 fn count() -> usize {
-    std::env::var("GREENLET_SOAK").ok().and_then(|s| s.parse().ok()).unwrap_or(1_000_000)
+    std::env::var("GREENLET_SOAK")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1_000_000)
 }
 
 /// A body that owns heap data, goes back to its parent once, then returns.
 fn body(state: u32) -> impl FnOnce(u64) -> Result<u64, SwitchError> {
     move |x: u64| {
+        // Heap data on purpose: the leak check must see it freed.
+        #[allow(clippy::useless_vec)]
         let owned = vec![x; 4];
         if state == 3 {
             panic!("soak panic {x}");
@@ -96,7 +105,10 @@ fn cycle(state: u32, i: u64) {
             }
             // GreenletExit thrown at a dead greenlet is raised in its nearest
             // live ancestor: us, the caller, as in Python.
-            assert!(matches!(g.throw::<_, u64>(GreenletExit), Err(SwitchError::Exit)));
+            assert!(matches!(
+                g.throw::<_, u64>(GreenletExit),
+                Err(SwitchError::Exit)
+            ));
         }
     }
 }
@@ -107,12 +119,24 @@ fn a_million_greenlets_in_each_state_leak_nothing() {
     let hook = panic::take_hook();
     // Quiet for the expected panics only.
     panic::set_hook(Box::new(|info| {
-        let expected = info.payload().downcast_ref::<String>().is_some_and(|m| m.starts_with("soak panic"));
+        let expected = info
+            .payload()
+            .downcast_ref::<String>()
+            .is_some_and(|m| m.starts_with("soak panic"));
         if !expected {
             eprintln!("{info}");
         }
     }));
-    for (state, name) in ["unstarted", "suspended", "finished", "panicked", "thrown into"].iter().enumerate() {
+    for (state, name) in [
+        "unstarted",
+        "suspended",
+        "finished",
+        "panicked",
+        "thrown into",
+    ]
+    .iter()
+    .enumerate()
+    {
         let state = state as u32;
         // Warm up: the main greenlet, the pool, the panic machinery.
         for i in 0..1000 {
@@ -135,7 +159,10 @@ fn a_million_greenlets_in_each_state_leak_nothing() {
         );
         assert_eq!(stacks_after, stacks, "{name}: stacks leaked");
         assert_eq!(allocations_after, allocations, "{name}: allocations leaked");
-        assert!(grown < 4 << 20, "{name}: resident memory grew by {grown} bytes");
+        assert!(
+            grown < 4 << 20,
+            "{name}: resident memory grew by {grown} bytes"
+        );
     }
     panic::set_hook(hook);
 }

@@ -21,7 +21,7 @@ impl<T: 'static> Generator<T> {
     ) -> Self {
         let greenlet = Greenlet::new(move |()| {
             let emit = |item: T| -> Result<(), SwitchError> {
-                let asker = getcurrent().parent().expect("a generator has a parent");
+                let asker = greenlet::parent().expect("a generator has a parent");
                 asker.switch::<Option<T>, ()>(Some(item))
             };
             body(&emit)?;

@@ -34,6 +34,9 @@ use std::string::{String, ToString};
 
 /// The smallest usable size a greenlet stack may be given: enough for the
 /// greenlet's own entry frames, a panic's unwinding, and a little user code.
+/// A panic hook that prints a backtrace (`RUST_BACKTRACE=1`) needs about
+/// 32 KiB of stack by itself; on a smaller stack it overflows, which is
+/// reported as a greenlet stack overflow.
 pub const MIN_STACK_SIZE: usize = 16 * 1024;
 
 /// The largest usable size a greenlet stack may be given (1 TiB of address
