@@ -1,0 +1,212 @@
+//! Backtraces inside greenlets: `Backtrace::force_capture()` in a greenlet
+//! resolves its frames and stops cleanly at the greenlet's root
+//! (`greenlet_trampoline`), also three greenlets deep; and a panic in a
+//! greenlet with `RUST_BACKTRACE=1` prints a proper backtrace (checked in a
+//! child process that re-runs this test binary, under qemu when needed).
+
+use greenlet::{Greenlet, SwitchError};
+use std::backtrace::Backtrace;
+use std::process::{Command, Output};
+
+/// Re-runs this test binary with only `test` selected and `env` set, under
+/// qemu-aarch64 when this is an emulated aarch64 binary that the host
+/// cannot execute directly.
+fn run_child(test: &str, env: &[(&str, &str)]) -> Output {
+    let exe = std::env::current_exe().expect("current_exe");
+    let args = [
+        "--exact",
+        test,
+        "--include-ignored",
+        "--nocapture",
+        "--test-threads=1",
+    ];
+    let direct = Command::new(&exe)
+        .args(args)
+        .envs(env.iter().copied())
+        .output();
+    // Under qemu-user (no binfmt_misc), executing an aarch64 binary fails:
+    // with ENOEXEC, or, as qemu emulates posix_spawn's vfork with a plain
+    // fork that loses the error, as a child that exits with 127 and prints
+    // nothing (a test binary always prints something). Then re-run it with
+    // the runner this process runs under (see .cargo/config.toml).
+    let exec_failed = match &direct {
+        Err(e) => e.raw_os_error() == Some(libc::ENOEXEC),
+        Ok(out) => out.status.code() == Some(127) && out.stdout.is_empty() && out.stderr.is_empty(),
+    };
+    if cfg!(target_arch = "aarch64") && exec_failed {
+        return Command::new("qemu-aarch64")
+            .args(["-L", "/usr/aarch64-linux-gnu"])
+            .arg(&exe)
+            .args(args)
+            .envs(env.iter().copied())
+            .output()
+            .expect("spawn the child under qemu-aarch64");
+    }
+    direct.unwrap_or_else(|e| panic!("cannot re-run {}: {e}", exe.display()))
+}
+
+/// The function names in a captured backtrace, innermost first.
+fn frame_names(text: &str) -> Vec<String> {
+    text.lines()
+        .map(str::trim_start)
+        .filter_map(|line| {
+            let (index, name) = line.split_once(": ")?;
+            index.parse::<usize>().ok()?;
+            Some(name.to_string())
+        })
+        .collect()
+}
+
+/// Captures a backtrace here. `marker` makes each caller's closure
+/// distinct, so that an optimised build cannot merge identical closures of
+/// different tests into one symbol.
+#[inline(never)]
+fn capture_here(marker: u32) -> String {
+    std::hint::black_box(marker);
+    Backtrace::force_capture().to_string()
+}
+
+#[test]
+fn a_backtrace_inside_a_greenlet_resolves_frames_and_ends_at_its_root() {
+    let g = Greenlet::new(|()| Ok(capture_here(1)));
+    let text = g.switch::<(), String>(()).unwrap();
+    let names = frame_names(&text);
+    assert!(
+        names
+            .iter()
+            .any(|n| n
+                .contains("a_backtrace_inside_a_greenlet_resolves_frames_and_ends_at_its_root")),
+        "the test function's frame is missing:\n{text}"
+    );
+    assert!(names.iter().any(|n| n.contains("capture_here")), "{text}");
+    // The walk stops at the greenlet's root: the trampoline is the last
+    // frame, and nothing of the main stack (the test harness) follows.
+    assert_eq!(
+        names
+            .iter()
+            .filter(|n| n.contains("greenlet_trampoline"))
+            .count(),
+        1,
+        "expected one root frame:\n{text}"
+    );
+    assert!(
+        names.last().unwrap().contains("greenlet_trampoline"),
+        "frames after the root:\n{text}"
+    );
+    assert!(
+        !text.contains("test::run_test"),
+        "the walk left the greenlet's stack:\n{text}"
+    );
+}
+
+#[test]
+fn a_backtrace_three_greenlets_deep_resolves_and_ends_cleanly() {
+    let g1 = Greenlet::new(|()| {
+        let g2 = Greenlet::new(|()| {
+            let g3 = Greenlet::new(|()| Ok(capture_here(3)));
+            g3.switch::<(), String>(())
+        });
+        g2.switch::<(), String>(())
+    });
+    let text = g1.switch::<(), String>(()).unwrap();
+    let names = frame_names(&text);
+    assert!(
+        names
+            .iter()
+            .any(|n| n.contains("a_backtrace_three_greenlets_deep_resolves_and_ends_cleanly")),
+        "{text}"
+    );
+    assert_eq!(
+        names
+            .iter()
+            .filter(|n| n.contains("greenlet_trampoline"))
+            .count(),
+        1,
+        "{text}"
+    );
+    assert!(
+        names.last().unwrap().contains("greenlet_trampoline"),
+        "{text}"
+    );
+    // And once more after the stacks were reused.
+    for _ in 0..3 {
+        let g = Greenlet::new(|()| {
+            let inner = Greenlet::new(|()| Ok(capture_here(4)));
+            inner.switch::<(), String>(())
+        });
+        let text = g.switch::<(), String>(()).unwrap();
+        assert!(
+            frame_names(&text)
+                .last()
+                .unwrap()
+                .contains("greenlet_trampoline"),
+            "{text}"
+        );
+    }
+}
+
+#[test]
+fn a_backtrace_inside_a_deep_recursion_in_a_greenlet() {
+    #[inline(never)]
+    fn recurse(n: u32) -> String {
+        if n == 0 {
+            capture_here(5)
+        } else {
+            std::hint::black_box(recurse(n - 1))
+        }
+    }
+    let g = Greenlet::new(|n: u32| Ok(recurse(n)));
+    let text = g.switch::<u32, String>(200).unwrap();
+    let names = frame_names(&text);
+    assert!(
+        names.iter().filter(|n| n.contains("recurse")).count() >= 200,
+        "{text}"
+    );
+    assert!(
+        names.last().unwrap().contains("greenlet_trampoline"),
+        "{text}"
+    );
+}
+
+/// The body whose name the panic's backtrace must show.
+#[inline(never)]
+fn panicking_greenlet_body((): ()) -> Result<(), SwitchError> {
+    std::hint::black_box(());
+    panic!("the greenlet body panics on purpose");
+}
+
+const PANIC_CHILD: &str = "GREENLET_TEST_BACKTRACE_PANIC_CHILD";
+
+#[test]
+fn a_panic_in_a_greenlet_prints_a_proper_backtrace() {
+    if std::env::var_os(PANIC_CHILD).is_some() {
+        let g = Greenlet::new(panicking_greenlet_body);
+        let caught =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| g.switch::<(), ()>(())));
+        assert!(caught.is_err());
+        println!("CHILD: the panic reached main");
+        return;
+    }
+    let out = run_child(
+        "a_panic_in_a_greenlet_prints_a_proper_backtrace",
+        &[(PANIC_CHILD, "1"), ("RUST_BACKTRACE", "1")],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let context = format!(
+        "status {:?}\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        out.status
+    );
+    assert!(out.status.success(), "{context}");
+    assert!(
+        stdout.contains("CHILD: the panic reached main"),
+        "{context}"
+    );
+    assert!(
+        stderr.contains("the greenlet body panics on purpose"),
+        "{context}"
+    );
+    assert!(stderr.contains("stack backtrace"), "{context}");
+    assert!(stderr.contains("panicking_greenlet_body"), "{context}");
+    assert!(stderr.contains("greenlet_trampoline"), "{context}");
+}
