@@ -1,0 +1,1100 @@
+//! The per-thread hub: the greenlet that runs the event loop, and the one
+//! blocking primitive everything else is built on.
+//!
+//! # The loop
+//!
+//! The hub greenlet (a child of main) repeats:
+//!
+//! 1. run a *batch*: the entries that were in the ready queue when the batch
+//!    began (a greenlet that yields with `sleep(ZERO)` goes to the back and
+//!    runs in the next batch, so timers and I/O are looked at between
+//!    batches and never starve);
+//! 2. fire the timers that are due;
+//! 3. if nothing is ready: block in `epoll_wait` (through mio) until the
+//!    next live timer, rounded *up* to whole milliseconds, or forever if
+//!    only I/O or another thread can wake someone; if not even that can,
+//!    raise LoopExit in main instead of hanging. While the ready queue is
+//!    busy the hub looks at I/O without blocking every few batches only, so
+//!    that a ready-queue round trip makes no system call.
+//!
+//! # Blocking
+//!
+//! A blocking call in any greenlet but the hub: [`Hub::prepare`] starts a
+//! wait (raising a pending kill or expired scope first), the caller registers
+//! the wait's [`Entry`] where a wake-up can come from, and [`Hub::park`]
+//! switches to the hub, which resumes the greenlet with a [`Wake`] reason.
+//! Whoever wakes a wait goes through [`Hub::schedule`], so the first wake
+//! wins and later ones are no-ops (see [`crate::wait`]).
+//!
+//! # Lifetime
+//!
+//! The hub is made on first use and lives in a thread-local. At thread exit
+//! a guard registered after main's creation (so that it runs before the
+//! core's own teardown) throws `GreenletExit` into the hub, which kills
+//! every task still alive (their cleanup runs; blocking calls made during
+//! shutdown fail with [`Error::Exit`] at once) and drops what it queued.
+
+use crate::error::Error;
+use crate::timer::{Action, Timers, poll_timeout};
+use crate::wait::{Entry, State, WaitList, Waiter, WaiterRef, Wake};
+use greenlet::{Greenlet, GreenletExit, SwitchError};
+use std::any::Any;
+use std::cell::{Cell, OnceCell, RefCell};
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::panic::{self, AssertUnwindSafe};
+use std::rc::Rc;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+/// The token of the cross-thread waker; I/O sources use the others.
+const WAKER_TOKEN: mio::Token = mio::Token(usize::MAX);
+
+/// While the ready queue is busy, look at I/O (without blocking) once per
+/// this many batches.
+const BUSY_POLL_EVERY: u32 = 32;
+
+// ---------------------------------------------------------------------------
+// Errors and the error hook
+
+/// A task or a hub callback that failed, as handed to the error hook.
+///
+/// # Examples
+///
+/// ```
+/// use greenlet_hub::{Failure, set_error_hook, spawn};
+/// use std::{cell::RefCell, rc::Rc};
+///
+/// let seen = Rc::new(RefCell::new(Vec::new()));
+/// let log = seen.clone();
+/// set_error_hook(Some(Rc::new(move |f: &Failure| log.borrow_mut().push(f.to_string()))));
+/// # std::panic::set_hook(Box::new(|_| {}));
+/// let t = spawn(|| -> Result<(), greenlet_hub::Error> { panic!("boom") });
+/// t.join(None)?;
+/// assert_eq!(*seen.borrow(), [format!("task #{} failed with panic: boom", t.id())]);
+/// # Ok::<(), greenlet_hub::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct Failure {
+    task_id: Option<u64>,
+    message: String,
+}
+
+impl Failure {
+    pub(crate) fn task_panic(task_id: u64, payload: &(dyn Any + Send)) -> Failure {
+        Failure {
+            task_id: Some(task_id),
+            message: panic_message(payload),
+        }
+    }
+
+    fn callback_panic(payload: &(dyn Any + Send)) -> Failure {
+        Failure {
+            task_id: None,
+            message: panic_message(payload),
+        }
+    }
+
+    /// The task that failed, or `None` for a callback run by the hub (a
+    /// [`link`](crate::Task::link)).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let f = std::rc::Rc::new(std::cell::RefCell::new(None));
+    /// let f2 = f.clone();
+    /// greenlet_hub::set_error_hook(Some(std::rc::Rc::new(move |x: &greenlet_hub::Failure| *f2.borrow_mut() = x.task_id())));
+    /// # std::panic::set_hook(Box::new(|_| {}));
+    /// let t = greenlet_hub::spawn(|| -> Result<(), greenlet_hub::Error> { panic!("no") });
+    /// t.join(None)?;
+    /// assert_eq!(*f.borrow(), Some(t.id()));
+    /// # Ok::<(), greenlet_hub::Error>(())
+    /// ```
+    pub fn task_id(&self) -> Option<u64> {
+        self.task_id
+    }
+
+    /// The panic's message (`<non-string payload>` if it had none).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let f = std::rc::Rc::new(std::cell::RefCell::new(String::new()));
+    /// let f2 = f.clone();
+    /// greenlet_hub::set_error_hook(Some(std::rc::Rc::new(move |x: &greenlet_hub::Failure| *f2.borrow_mut() = x.message().into())));
+    /// # std::panic::set_hook(Box::new(|_| {}));
+    /// greenlet_hub::spawn(|| -> Result<(), greenlet_hub::Error> { panic!("no") }).join(None)?;
+    /// assert_eq!(*f.borrow(), "no");
+    /// # Ok::<(), greenlet_hub::Error>(())
+    /// ```
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+impl fmt::Display for Failure {
+    /// gevent's line: `task #3 failed with panic: boom`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.task_id {
+            Some(id) => write!(f, "task #{id} failed with panic: {}", self.message),
+            None => write!(f, "a hub callback failed with panic: {}", self.message),
+        }
+    }
+}
+
+pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "<non-string payload>".to_owned()
+    }
+}
+
+/// The error hook: called with every task panic and every panic of a
+/// callback run by the hub, on the thread of that hub.
+pub type ErrorHook = Rc<dyn Fn(&Failure)>;
+
+/// Sets this thread's error hook, returning the previous one; `None`
+/// restores the default, which prints the failure on stderr like gevent
+/// (after Rust's panic hook has printed the panic itself).
+///
+/// The hook runs where the failure happened: in the task's greenlet as it
+/// ends, or in the hub for a callback. The task's joiners see the panic
+/// either way; the other tasks go on.
+///
+/// # Examples
+///
+/// ```
+/// use greenlet_hub::set_error_hook;
+/// use std::rc::Rc;
+///
+/// let previous = set_error_hook(Some(Rc::new(|f: &greenlet_hub::Failure| eprintln!("oops: {f}"))));
+/// assert!(previous.is_none());
+/// set_error_hook(None);
+/// ```
+pub fn set_error_hook(hook: Option<ErrorHook>) -> Option<ErrorHook> {
+    match Hub::current() {
+        Ok(hub) => hub.error_hook.replace(hook),
+        Err(_) => None,
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Cross-thread wake-ups
+
+/// What another thread tells the hub.
+pub(crate) enum RemoteMessage {
+    /// Target `id` has something to deliver.
+    Deliver(u64),
+    /// Target `id` has no sender left: deliver what remains and forget it.
+    Closed(u64),
+}
+
+/// The part of the hub other threads can reach: a queue of messages and the
+/// mio waker that makes the hub look at it.
+pub(crate) struct Remote {
+    waker: mio::Waker,
+    queue: Mutex<Vec<RemoteMessage>>,
+}
+
+impl Remote {
+    pub(crate) fn send(&self, message: RemoteMessage) {
+        self.queue
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(message);
+        // A failure means the hub's poller is gone (its thread exited):
+        // nobody is left to wake.
+        let _ = self.waker.wake();
+    }
+}
+
+/// A hub-side object that other threads deliver to (an `AsyncResult`).
+pub(crate) trait RemoteTarget {
+    /// Moves what other threads left into the local object and wakes its
+    /// waiters.
+    fn deliver(&self);
+}
+
+// ---------------------------------------------------------------------------
+// The hub
+
+/// What the ready queue holds.
+pub(crate) enum Ready {
+    /// Resume a woken wait.
+    Resume(Entry),
+    /// Run a callback in the hub (task links).
+    Call(Box<dyn FnOnce()>),
+}
+
+/// A wait that ended other than by being notified: the error, and whether a
+/// waker had handed it something first (a permit, an item) that the
+/// primitive must pass on.
+pub(crate) struct Interrupted {
+    pub(crate) error: Error,
+    pub(crate) notified: bool,
+}
+
+impl From<Error> for Interrupted {
+    fn from(error: Error) -> Interrupted {
+        Interrupted {
+            error,
+            notified: false,
+        }
+    }
+}
+
+/// Registered tasks, so that shutdown can kill them even when nothing else
+/// refers to them (a task blocked on an event only it can see).
+#[derive(Default)]
+struct Slab {
+    slots: Vec<Option<Rc<dyn crate::task::TaskObj>>>,
+    free: Vec<usize>,
+    len: usize,
+}
+
+impl Slab {
+    fn insert(&mut self, t: Rc<dyn crate::task::TaskObj>) -> usize {
+        self.len += 1;
+        match self.free.pop() {
+            Some(i) => {
+                self.slots[i] = Some(t);
+                i
+            }
+            None => {
+                self.slots.push(Some(t));
+                self.slots.len() - 1
+            }
+        }
+    }
+
+    fn remove(&mut self, i: usize) -> Option<Rc<dyn crate::task::TaskObj>> {
+        let t = self.slots.get_mut(i)?.take()?;
+        self.len -= 1;
+        self.free.push(i);
+        Some(t)
+    }
+
+    fn all(&self) -> Vec<Rc<dyn crate::task::TaskObj>> {
+        self.slots.iter().flatten().cloned().collect()
+    }
+}
+
+/// Counters describing a hub, for tests and diagnostics.
+///
+/// # Examples
+///
+/// ```
+/// let s = greenlet_hub::stats();
+/// assert_eq!(s.tasks, 0);
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Tasks alive (spawned, not yet finished).
+    pub tasks: usize,
+    /// Entries in the ready queue (stale ones included).
+    pub ready: usize,
+    /// Entries in the timer heap (cancelled ones that were not yet dropped
+    /// included).
+    pub timers: usize,
+    /// Objects other threads can still deliver to.
+    pub remote_targets: usize,
+    /// Registered I/O sources.
+    pub io_sources: usize,
+}
+
+/// This thread's hub counters (all zero if the hub was never used).
+pub fn stats() -> Stats {
+    HUB.try_with(|cell| cell.get().map(|h| h.stats()))
+        .ok()
+        .flatten()
+        .unwrap_or_default()
+}
+
+pub(crate) struct Hub {
+    greenlet: Greenlet,
+    main: Rc<Waiter>,
+    ready: RefCell<VecDeque<Ready>>,
+    pub(crate) timers: RefCell<Timers>,
+    /// The waiter the hub resumed last (the running greenlet, usually).
+    running: RefCell<Option<WaiterRef>>,
+    /// Waiters of greenlets that are neither main nor tasks, by greenlet id,
+    /// kept while they wait or have a `Timeout` scope.
+    others: RefCell<HashMap<u64, Rc<Waiter>>>,
+    tasks: RefCell<Slab>,
+    pub(crate) idle: RefCell<WaitList>,
+    poll: RefCell<mio::Poll>,
+    events: RefCell<mio::Events>,
+    pub(crate) remote: Arc<Remote>,
+    remote_targets: RefCell<HashMap<u64, Rc<dyn RemoteTarget>>>,
+    pub(crate) io: RefCell<crate::io::Sources>,
+    next_id: Cell<u64>,
+    error_hook: RefCell<Option<ErrorHook>>,
+    stopping: Cell<bool>,
+    busy_rounds: Cell<u32>,
+    loop_exit: RefCell<String>,
+}
+
+std::thread_local! {
+    static HUB: OnceCell<Rc<Hub>> = const { OnceCell::new() };
+    static SHUTDOWN: ShutdownGuard = const { ShutdownGuard };
+}
+
+/// Shuts the hub down at thread exit. Registered after the core made main,
+/// so that (destructors running in reverse order of registration) it runs
+/// while greenlets can still be switched (interim: see hub/CORE_REQUESTS.md,
+/// request 2).
+struct ShutdownGuard;
+
+impl Drop for ShutdownGuard {
+    fn drop(&mut self) {
+        if let Ok(Some(hub)) = HUB.try_with(|cell| cell.get().cloned()) {
+            hub.shutdown();
+        }
+    }
+}
+
+impl Hub {
+    /// This thread's hub, made on first use.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::LoopExit`] if the thread is exiting and its hub is gone, or
+    /// the poller cannot be made.
+    pub(crate) fn current() -> Result<Rc<Hub>, Error> {
+        match HUB.try_with(|cell| cell.get().cloned()) {
+            Ok(Some(hub)) => Ok(hub),
+            Ok(None) => Hub::init(),
+            Err(_) => Err(Error::LoopExit(
+                "the hub of this thread is gone (the thread is exiting)".into(),
+            )),
+        }
+    }
+
+    /// Calls `f` with this thread's hub, made on first use, without taking
+    /// a reference to it (the fast path of every blocking call).
+    ///
+    /// # Errors
+    ///
+    /// As [`Hub::current`], or `f`'s.
+    #[inline]
+    pub(crate) fn with<R, E: From<Error>>(f: impl FnOnce(&Hub) -> Result<R, E>) -> Result<R, E> {
+        HUB.try_with(|cell| match cell.get() {
+            Some(hub) => f(hub),
+            None => {
+                let hub = Hub::init()?;
+                f(&hub)
+            }
+        })
+        .unwrap_or_else(|_| {
+            Err(
+                Error::LoopExit("the hub of this thread is gone (the thread is exiting)".into())
+                    .into(),
+            )
+        })
+    }
+
+    /// Calls `f` with this thread's hub if it exists (never makes one).
+    pub(crate) fn with_existing<R>(f: impl FnOnce(&Hub) -> R) -> Option<R> {
+        let hub = HUB.try_with(|cell| cell.get().cloned()).ok().flatten()?;
+        Some(f(&hub))
+    }
+
+    #[cold]
+    fn init() -> Result<Rc<Hub>, Error> {
+        // Main first: the core registers its thread teardown when main is
+        // made, and our shutdown guard must be registered after it.
+        let main = greenlet::main_greenlet();
+        let poll = mio::Poll::new()
+            .map_err(|e| Error::LoopExit(format!("cannot create the poller: {e}")))?;
+        let waker = mio::Waker::new(poll.registry(), WAKER_TOKEN)
+            .map_err(|e| Error::LoopExit(format!("cannot create the cross-thread waker: {e}")))?;
+        // The body finds its hub in the thread-local: it first runs after
+        // `init` stored it there.
+        let greenlet = Greenlet::builder().parent(&main).spawn(|(): ()| {
+            if let Ok(Some(hub)) = HUB.try_with(|cell| cell.get().cloned()) {
+                hub.run();
+            }
+            Ok::<(), SwitchError>(())
+        })?;
+        let hub = Rc::new(Hub {
+            greenlet,
+            main: Rc::new(Waiter::new(Some(main), State::Active)),
+            ready: RefCell::new(VecDeque::new()),
+            timers: RefCell::new(Timers::default()),
+            running: RefCell::new(None),
+            others: RefCell::new(HashMap::new()),
+            tasks: RefCell::new(Slab::default()),
+            idle: RefCell::new(WaitList::default()),
+            poll: RefCell::new(poll),
+            events: RefCell::new(mio::Events::with_capacity(256)),
+            remote: Arc::new(Remote {
+                waker,
+                queue: Mutex::new(Vec::new()),
+            }),
+            remote_targets: RefCell::new(HashMap::new()),
+            io: RefCell::new(crate::io::Sources::default()),
+            next_id: Cell::new(1),
+            error_hook: RefCell::new(None),
+            stopping: Cell::new(false),
+            busy_rounds: Cell::new(0),
+            loop_exit: RefCell::new(String::new()),
+        });
+        HUB.with(|cell| {
+            let _ = cell.set(hub.clone());
+        });
+        SHUTDOWN.with(|_| ());
+        Ok(hub)
+    }
+
+    pub(crate) fn greenlet(&self) -> &Greenlet {
+        &self.greenlet
+    }
+
+    pub(crate) fn next_id(&self) -> u64 {
+        let id = self.next_id.get();
+        self.next_id.set(id + 1);
+        id
+    }
+
+    fn stats(&self) -> Stats {
+        Stats {
+            tasks: self.tasks.borrow().len,
+            ready: self.ready.borrow().len(),
+            timers: self.timers.borrow().len(),
+            remote_targets: self.remote_targets.borrow().len(),
+            io_sources: self.io.borrow().len(),
+        }
+    }
+
+    // -- tasks ---------------------------------------------------------------
+
+    pub(crate) fn register_task(&self, t: Rc<dyn crate::task::TaskObj>) -> usize {
+        self.tasks.borrow_mut().insert(t)
+    }
+
+    pub(crate) fn unregister_task(&self, slot: usize) {
+        let t = self.tasks.borrow_mut().remove(slot);
+        drop(t);
+    }
+
+    // -- waking --------------------------------------------------------------
+
+    /// Wakes the wait of `e` with `reason` if it is still blocked (the first
+    /// wake wins); true if it did.
+    #[inline]
+    pub(crate) fn schedule(&self, e: Entry, reason: Wake) -> bool {
+        if e.who.waiter().try_wake(e.generation, reason) {
+            self.ready.borrow_mut().push_back(Ready::Resume(e));
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Runs `f` in the hub soon (after the greenlets already ready).
+    pub(crate) fn call_soon(&self, f: Box<dyn FnOnce()>) {
+        self.ready.borrow_mut().push_back(Ready::Call(f));
+    }
+
+    /// Notifies the first live entry of `list`; false if there is none.
+    pub(crate) fn wake_one(&self, list: &RefCell<WaitList>) -> bool {
+        loop {
+            let e = list.borrow_mut().pop();
+            match e {
+                None => return false,
+                Some(e) => {
+                    if self.schedule(e, Wake::Notify) {
+                        return true;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Notifies every entry of `list`.
+    pub(crate) fn wake_all(&self, list: &RefCell<WaitList>) {
+        // Waking runs no user code, so nobody adds to the list meanwhile.
+        loop {
+            let e = list.borrow_mut().pop();
+            match e {
+                Some(e) => {
+                    self.schedule(e, Wake::Notify);
+                }
+                None => return,
+            }
+        }
+    }
+
+    // -- blocking ------------------------------------------------------------
+
+    /// The waiter of the running greenlet.
+    #[inline]
+    pub(crate) fn current_waiter(&self) -> Result<WaiterRef, Error> {
+        // A handle just for its id: see hub/CORE_REQUESTS.md, request 1.
+        let current = greenlet::getcurrent();
+        let id = current.id();
+        if let Some(w) = &*self.running.borrow()
+            && w.waiter().greenlet_id() == id
+        {
+            return Ok(w.clone());
+        }
+        if self.main.greenlet_id() == id {
+            return Ok(self.main.clone());
+        }
+        self.slow_waiter(current)
+    }
+
+    #[cold]
+    fn slow_waiter(&self, current: Greenlet) -> Result<WaiterRef, Error> {
+        if current == self.greenlet {
+            return Err(Error::BlockingInHub);
+        }
+        let id = current.id();
+        // A task that was not resumed by the hub (it got control back
+        // through a direct switch).
+        if let Some(t) = self
+            .tasks
+            .borrow()
+            .slots
+            .iter()
+            .flatten()
+            .find(|t| t.waiter().greenlet_id() == id)
+        {
+            return Ok(t.clone());
+        }
+        let w = self
+            .others
+            .borrow_mut()
+            .entry(id)
+            .or_insert_with(|| Rc::new(Waiter::transient(current)))
+            .clone();
+        Ok(w)
+    }
+
+    /// Forgets the waiter of a non-task greenlet once it neither waits nor
+    /// has a scope, so that its handle is not kept.
+    #[inline]
+    pub(crate) fn forget_if_idle(&self, me: &WaiterRef) {
+        if me.waiter().is_transient() {
+            self.forget_transient(me);
+        }
+    }
+
+    #[cold]
+    fn forget_transient(&self, me: &WaiterRef) {
+        let w = me.waiter();
+        if w.state() == State::Active && w.scopes.borrow().is_empty() {
+            let id = w.greenlet_id();
+            let mut others = self.others.borrow_mut();
+            if others
+                .get(&id)
+                .is_some_and(|o| crate::wait::same_waiter(&(o.clone() as WaiterRef), me))
+            {
+                let removed = others.remove(&id);
+                drop(others);
+                drop(removed);
+            }
+        }
+    }
+
+    /// Starts a wait of the running greenlet: raises a pending kill or
+    /// expired scope, then returns its waiter and the wait's generation.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::BlockingInHub`] in the hub; [`Error::Exit`] for a pending
+    /// kill or during shutdown; [`Error::Timeout`] for an expired scope.
+    #[inline]
+    pub(crate) fn prepare(&self, what: &'static str) -> Result<(WaiterRef, u64), Error> {
+        let me = self.current_waiter()?;
+        if self.stopping.get() || self.greenlet.is_dead() {
+            return Err(
+                if crate::wait::same_waiter(&me, &(self.main.clone() as WaiterRef)) {
+                    Error::LoopExit("the hub of this thread has shut down".into())
+                } else {
+                    Error::Exit
+                },
+            );
+        }
+        let w = me.waiter();
+        if w.take_kill_pending() {
+            return Err(Error::Exit);
+        }
+        if !w.scopes.borrow().is_empty() {
+            crate::timeout::raise_pending(w)?;
+        }
+        let generation = w.begin(what);
+        Ok((me, generation))
+    }
+
+    /// Switches to the hub until the wait `(me, generation)` is woken; with a
+    /// deadline, a timer ends it with [`Error::TimedOut`].
+    #[inline]
+    pub(crate) fn park(
+        &self,
+        me: &WaiterRef,
+        generation: u64,
+        deadline: Option<Instant>,
+    ) -> Result<(), Interrupted> {
+        if let Some(at) = deadline {
+            self.timers.borrow_mut().push(
+                at,
+                Action::Wake(Entry::new(me.clone(), generation), Wake::TimedOut),
+            );
+        }
+        let switched = self.greenlet.switch::<(), Wake>(());
+        let w = me.waiter();
+        // Notified before the switch failed (a shutdown's throw found it
+        // scheduled): the primitive must pass on what it was handed.
+        let notified_then_thrown = w.generation() == generation
+            && w.state() == State::Scheduled
+            && w.wake_reason() == Wake::Notify;
+        // The wait is over: every entry of it (in lists, the timer heap, the
+        // ready queue) is now stale.
+        w.invalidate(State::Active);
+        let timed_out = matches!(switched, Ok(Wake::TimedOut));
+        let result = match switched {
+            Ok(Wake::Notify | Wake::Start) => Ok(()),
+            Ok(Wake::TimedOut) => Err(Error::TimedOut.into()),
+            Ok(Wake::Timeout(id)) => Err(crate::timeout::elapsed(w, id).into()),
+            Ok(Wake::Kill) => Err(Error::Exit.into()),
+            Ok(Wake::LoopExit) => Err(Error::LoopExit(self.loop_exit.borrow().clone()).into()),
+            Err(e) => Err(Interrupted {
+                error: e.into(),
+                notified: notified_then_thrown,
+            }),
+        };
+        if deadline.is_some() && !timed_out {
+            self.timers.borrow_mut().note_cancelled();
+        }
+        result
+    }
+
+    // -- the loop ------------------------------------------------------------
+
+    /// The hub greenlet's body.
+    fn run(&self) {
+        while !self.stopping.get() {
+            let batch = self.ready.borrow().len();
+            for _ in 0..batch {
+                let next = self.ready.borrow_mut().pop_front();
+                let exit = match next {
+                    None => break,
+                    Some(Ready::Resume(e)) => self.resume(e),
+                    Some(Ready::Call(f)) => {
+                        self.call(f);
+                        false
+                    }
+                };
+                if exit {
+                    self.stopping.set(true);
+                    break;
+                }
+            }
+            if !self.stopping.get() {
+                self.turn();
+            }
+        }
+        self.teardown();
+    }
+
+    /// Resumes a woken wait; true if the hub itself is asked to exit.
+    #[inline]
+    fn resume(&self, e: Entry) -> bool {
+        let w = e.who.waiter();
+        if w.generation() != e.generation || w.state() != State::Scheduled {
+            return false;
+        }
+        // The greenlet is borrowed, not cloned, for the switch: its cell is
+        // only written when a task is spawned or killed before it started,
+        // and this one has started or is starting now (so it is not killed
+        // unstarted meanwhile); `running` keeps the record alive.
+        let reason = w.wake_reason();
+        let previous = self.running.replace(Some(e.who.clone()));
+        let outcome = {
+            let greenlet = w.greenlet_ref();
+            let Some(g) = greenlet.as_ref() else {
+                drop(greenlet);
+                drop(self.running.replace(previous));
+                return false;
+            };
+            w.set_state(State::Active);
+            panic::catch_unwind(AssertUnwindSafe(|| g.switch::<Wake, ()>(reason)))
+        };
+        let resumed = self.running.replace(previous);
+        drop(resumed);
+        drop(e);
+        match outcome {
+            Ok(Ok(())) => false,
+            Ok(Err(SwitchError::Exit)) => true,
+            Ok(Err(other)) => {
+                // A greenlet that is not a task ended with an error or
+                // switched a value of another type to the hub.
+                self.report(&Failure {
+                    task_id: None,
+                    message: format!("unexpected switch into the hub: {other}"),
+                });
+                false
+            }
+            Err(payload) => {
+                // Tasks catch their own panics; this one escaped a greenlet
+                // that is not a task and whose parent is the hub.
+                self.report(&Failure::callback_panic(&*payload));
+                false
+            }
+        }
+    }
+
+    fn call(&self, f: Box<dyn FnOnce()>) {
+        if let Err(payload) = panic::catch_unwind(AssertUnwindSafe(f)) {
+            self.report(&Failure::callback_panic(&*payload));
+        }
+    }
+
+    pub(crate) fn report(&self, failure: &Failure) {
+        let hook = self.error_hook.borrow().clone();
+        let outcome = panic::catch_unwind(AssertUnwindSafe(|| match hook {
+            Some(hook) => hook(failure),
+            None => eprintln!("{failure}"),
+        }));
+        if outcome.is_err() {
+            eprintln!("the hub's error hook panicked while reporting: {failure}");
+        }
+    }
+
+    /// Whether something outside the ready queue and the timers can still
+    /// wake a greenlet: another thread's sender, or I/O someone waits for.
+    fn has_io_sources(&self) -> bool {
+        !self.remote_targets.borrow().is_empty() || !self.io.borrow().is_idle()
+    }
+
+    /// Calls `f` with the poller's registry.
+    pub(crate) fn registry<R>(
+        &self,
+        f: impl FnOnce(&mio::Registry) -> std::io::Result<R>,
+    ) -> std::io::Result<R> {
+        let poll = self
+            .poll
+            .try_borrow()
+            .map_err(|_| std::io::Error::other("the hub's poller is busy"))?;
+        f(poll.registry())
+    }
+
+    /// Everything between two batches: timers, I/O, idle waiters, and the
+    /// decision to block or to raise LoopExit.
+    fn turn(&self) {
+        if !self.ready.borrow().is_empty() {
+            if !self.timers.borrow().is_empty() {
+                self.fire_timers(Instant::now());
+            }
+            if self.has_io_sources() {
+                let n = self.busy_rounds.get().wrapping_add(1);
+                self.busy_rounds.set(n);
+                if n.is_multiple_of(BUSY_POLL_EVERY) {
+                    self.poll(Some(Duration::ZERO));
+                }
+            }
+            return;
+        }
+        if !self.timers.borrow().is_empty() {
+            self.fire_timers(Instant::now());
+            if !self.ready.borrow().is_empty() {
+                return;
+            }
+        }
+        if !self.idle.borrow().is_empty() {
+            if self.has_io_sources() {
+                self.poll(Some(Duration::ZERO));
+            }
+            if self.ready.borrow().is_empty() {
+                self.wake_all(&self.idle);
+            }
+            return;
+        }
+        let deadline = self.timers.borrow_mut().next_deadline();
+        if deadline.is_none() && !self.has_io_sources() {
+            self.loop_exit();
+            return;
+        }
+        self.poll(deadline.map(|at| poll_timeout(at, Instant::now())));
+        if !self.timers.borrow().is_empty() {
+            self.fire_timers(Instant::now());
+        }
+    }
+
+    fn fire_timers(&self, now: Instant) {
+        loop {
+            let due = self.timers.borrow_mut().pop_due(now);
+            match due {
+                None => return,
+                Some(Action::Wake(e, reason)) => {
+                    self.schedule(e, reason);
+                }
+                Some(Action::Scope(scope)) => crate::timeout::fire(self, &scope),
+            }
+        }
+    }
+
+    fn poll(&self, timeout: Option<Duration>) {
+        let mut remote = false;
+        {
+            let mut poll = self.poll.borrow_mut();
+            let mut events = self.events.borrow_mut();
+            if let Err(e) = poll.poll(&mut events, timeout) {
+                if e.kind() != std::io::ErrorKind::Interrupted {
+                    self.report(&Failure {
+                        task_id: None,
+                        message: format!("polling failed: {e}"),
+                    });
+                }
+                return;
+            }
+            for event in events.iter() {
+                if event.token() == WAKER_TOKEN {
+                    remote = true;
+                } else {
+                    crate::io::dispatch(self, event);
+                }
+            }
+        }
+        if remote {
+            self.drain_remote();
+        }
+    }
+
+    // -- other threads -------------------------------------------------------
+
+    /// Registers what other threads deliver to under `id` (from
+    /// [`Hub::next_id`]), until a `Closed(id)` message.
+    pub(crate) fn add_remote_target(&self, id: u64, target: Rc<dyn RemoteTarget>) {
+        self.remote_targets.borrow_mut().insert(id, target);
+    }
+
+    fn drain_remote(&self) {
+        let messages = std::mem::take(
+            &mut *self
+                .remote
+                .queue
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        for m in messages {
+            match m {
+                RemoteMessage::Deliver(id) => {
+                    let target = self.remote_targets.borrow().get(&id).cloned();
+                    if let Some(t) = target {
+                        t.deliver();
+                    }
+                }
+                RemoteMessage::Closed(id) => {
+                    let target = self.remote_targets.borrow_mut().remove(&id);
+                    if let Some(t) = target {
+                        t.deliver();
+                    }
+                }
+            }
+        }
+    }
+
+    // -- loop exit -------------------------------------------------------------
+
+    #[cold]
+    fn loop_exit(&self) {
+        let blocked = self.tasks.borrow().len;
+        let main = self.main.clone() as WaiterRef;
+        let what = main.waiter().what();
+        let others = if blocked == 0 {
+            String::new()
+        } else {
+            format!(
+                " (and {blocked} task{} blocked too)",
+                if blocked == 1 { " is" } else { "s are" }
+            )
+        };
+        let message = format!(
+            "the hub has nothing left to run: the main greenlet waits in {what}{others}, and no ready \
+             greenlet, timer, I/O source or other thread can wake it; it would block forever"
+        );
+        *self.loop_exit.borrow_mut() = message.clone();
+        let generation = main.waiter().generation();
+        if !self.schedule(Entry::new(main, generation), Wake::LoopExit) {
+            // Main is not in a hub wait (it switched to a greenlet that then
+            // blocked): raise it at main's pending switch.
+            let error = Error::LoopExit(message);
+            let _ = self.main.greenlet().map(|m| m.throw::<Error, ()>(error));
+        }
+    }
+
+    // -- shutdown ------------------------------------------------------------
+
+    /// Kills every task and stops the hub greenlet. Called at thread exit,
+    /// from main.
+    fn shutdown(&self) {
+        if self.greenlet.is_dead() {
+            return;
+        }
+        self.stopping.set(true);
+        let current = greenlet::getcurrent();
+        if !self.greenlet.is_started() {
+            // Only unstarted tasks can exist: nothing to switch to.
+            self.teardown();
+            return;
+        }
+        if self.greenlet.parent().as_ref() != Some(&current) {
+            // Not main, or the core already released main: switching now is
+            // not safe. What is left leaks rather than crashes.
+            return;
+        }
+        let _ = self.greenlet.throw::<GreenletExit, ()>(GreenletExit);
+    }
+
+    /// Kills the remaining tasks and drops everything queued.
+    fn teardown(&self) {
+        self.stopping.set(true);
+        for _round in 0..4 {
+            let tasks = self.tasks.borrow().all();
+            if tasks.is_empty() {
+                break;
+            }
+            for t in tasks {
+                let previous = self.running.replace(Some(t.clone() as WaiterRef));
+                t.shutdown_kill();
+                drop(self.running.replace(previous));
+            }
+        }
+        // Drop outside the borrows: dropping can run user destructors.
+        let ready = std::mem::take(&mut *self.ready.borrow_mut());
+        drop(ready);
+        let timers = self.timers.borrow_mut().take_all();
+        drop(timers);
+        let targets = std::mem::take(&mut *self.remote_targets.borrow_mut());
+        drop(targets);
+        let idle = self.idle.borrow_mut().take_all();
+        drop(idle);
+        let others = std::mem::take(&mut *self.others.borrow_mut());
+        drop(others);
+        let tasks = std::mem::take(&mut *self.tasks.borrow_mut());
+        drop(tasks);
+        let sources = self.io.borrow_mut().clear();
+        drop(sources);
+    }
+}
+
+/// The deadline of a call's `timeout` argument: `Ok(None)` waits forever
+/// (also for durations too large to represent), `Err(TimedOut)` for a zero
+/// timeout, which never blocks.
+#[inline]
+pub(crate) fn deadline(timeout: Option<Duration>) -> Result<Option<Instant>, Error> {
+    match timeout {
+        None => Ok(None),
+        Some(d) if d.is_zero() => Err(Error::TimedOut),
+        Some(d) => Ok(Instant::now().checked_add(d)),
+    }
+}
+
+/// Blocks the running greenlet on `list` until a waker takes its entry (Ok),
+/// or the deadline, a scope timeout, a kill or loop exit ends the wait; its
+/// entry is removed from `list` on every way out.
+#[inline]
+pub(crate) fn wait_in(
+    list: &RefCell<WaitList>,
+    what: &'static str,
+    deadline: Option<Instant>,
+) -> Result<(), Interrupted> {
+    Hub::with(|hub| {
+        let (me, generation) = hub.prepare(what)?;
+        list.borrow_mut().push(Entry::new(me.clone(), generation));
+        let result = hub.park(&me, generation, deadline);
+        if result.is_err() {
+            list.borrow_mut().remove(&me, generation);
+        }
+        hub.forget_if_idle(&me);
+        result
+    })
+}
+
+/// Notifies the first live waiter of `list` (false if none, or no hub).
+pub(crate) fn wake_one(list: &RefCell<WaitList>) -> bool {
+    if list.borrow().is_empty() {
+        return false;
+    }
+    Hub::with_existing(|h| h.wake_one(list)).unwrap_or(false)
+}
+
+/// Notifies every waiter of `list`.
+pub(crate) fn wake_all(list: &RefCell<WaitList>) {
+    if list.borrow().is_empty() {
+        return;
+    }
+    Hub::with_existing(|h| h.wake_all(list));
+}
+
+// ---------------------------------------------------------------------------
+// The basic blocking calls
+
+/// Suspends the running greenlet for at least `duration`, letting the others
+/// run; `sleep(Duration::ZERO)` just lets every other ready greenlet run once
+/// (and the timers that are due fire) before this one goes on.
+///
+/// # Errors
+///
+/// [`Error::Exit`] if the task is killed meanwhile, [`Error::Timeout`] if a
+/// [`Timeout`](crate::Timeout) scope expires, [`Error::BlockingInHub`] in a
+/// hub callback.
+///
+/// # Examples
+///
+/// ```
+/// use greenlet_hub::sleep;
+/// use std::time::{Duration, Instant};
+///
+/// let start = Instant::now();
+/// sleep(Duration::from_millis(2))?;
+/// assert!(start.elapsed() >= Duration::from_millis(2));
+/// # Ok::<(), greenlet_hub::Error>(())
+/// ```
+pub fn sleep(duration: Duration) -> Result<(), Error> {
+    Hub::with(|hub| {
+        let (me, generation) = hub.prepare("sleep")?;
+        if duration.is_zero() {
+            hub.schedule(Entry::new(me.clone(), generation), Wake::Notify);
+        } else if let Some(at) = Instant::now().checked_add(duration) {
+            let entry = Entry::new(me.clone(), generation);
+            hub.timers
+                .borrow_mut()
+                .push(at, Action::Wake(entry, Wake::Notify));
+        }
+        let result = hub.park(&me, generation, None).map_err(|i| i.error);
+        hub.forget_if_idle(&me);
+        result
+    })
+}
+
+/// Waits until the hub has nothing else to do: no other greenlet is ready
+/// and no timer is due (gevent's `idle`).
+///
+/// # Errors
+///
+/// As [`sleep`].
+///
+/// # Examples
+///
+/// ```
+/// use greenlet_hub::{idle, spawn};
+/// use std::{cell::Cell, rc::Rc};
+///
+/// let done = Rc::new(Cell::new(false));
+/// let d = done.clone();
+/// let _t = spawn(move || { d.set(true); Ok(()) });
+/// idle()?; // the task ran first
+/// assert!(done.get());
+/// # Ok::<(), greenlet_hub::Error>(())
+/// ```
+pub fn idle() -> Result<(), Error> {
+    let hub = Hub::current()?;
+    wait_in(&hub.idle, "idle", None).map_err(|i| i.error)
+}

@@ -1,0 +1,420 @@
+//! Readiness-based cooperative I/O: any mio event source, registered with
+//! the hub's poller.
+//!
+//! Sources are registered once, edge-triggered, for both directions. The
+//! hub keeps a readiness flag per direction: an event sets it and wakes the
+//! greenlets waiting on that direction; an operation that returns
+//! `WouldBlock` clears it. The one helper ([`IoSource::read_with`] /
+//! [`IoSource::write_with`]) tries the operation, waits for readiness on
+//! `WouldBlock` and retries, so every cooperative socket operation is the
+//! plain non-blocking one wrapped in it.
+//!
+//! Only sources with a greenlet waiting on them count as something that can
+//! wake a greenlet (as an active watcher does in gevent); an idle
+//! registration does not prevent LoopExit.
+
+use crate::error::Error;
+use crate::hub::{self, Hub};
+use crate::wait::WaitList;
+use mio::{Interest, Token};
+use std::cell::{Cell, RefCell};
+use std::fmt;
+use std::io;
+use std::rc::Rc;
+use std::time::Duration;
+
+pub(crate) struct IoState {
+    readable: Cell<bool>,
+    writable: Cell<bool>,
+    readers: RefCell<WaitList>,
+    writers: RefCell<WaitList>,
+}
+
+/// The hub's registered sources, by token.
+#[derive(Default)]
+pub(crate) struct Sources {
+    slots: Vec<Option<Rc<IoState>>>,
+    free: Vec<usize>,
+    len: usize,
+    /// Greenlets waiting for readiness right now.
+    waiting: usize,
+}
+
+impl Sources {
+    fn insert(&mut self, s: Rc<IoState>) -> usize {
+        self.len += 1;
+        match self.free.pop() {
+            Some(i) => {
+                self.slots[i] = Some(s);
+                i
+            }
+            None => {
+                self.slots.push(Some(s));
+                self.slots.len() - 1
+            }
+        }
+    }
+
+    fn remove(&mut self, i: usize) -> Option<Rc<IoState>> {
+        let s = self.slots.get_mut(i)?.take()?;
+        self.len -= 1;
+        self.free.push(i);
+        Some(s)
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True if nobody waits for I/O.
+    pub(crate) fn is_idle(&self) -> bool {
+        self.waiting == 0
+    }
+
+    pub(crate) fn clear(&mut self) -> Vec<Rc<IoState>> {
+        self.free.clear();
+        self.len = 0;
+        std::mem::take(&mut self.slots)
+            .into_iter()
+            .flatten()
+            .collect()
+    }
+}
+
+/// An event for `event.token()`: set the flags, wake the waiters.
+pub(crate) fn dispatch(hub: &Hub, event: &mio::event::Event) {
+    let state = hub
+        .io
+        .borrow()
+        .slots
+        .get(event.token().0)
+        .cloned()
+        .flatten();
+    let Some(state) = state else { return };
+    if event.is_readable() || event.is_read_closed() || event.is_error() {
+        state.readable.set(true);
+        hub.wake_all(&state.readers);
+    }
+    if event.is_writable() || event.is_write_closed() || event.is_error() {
+        state.writable.set(true);
+        hub.wake_all(&state.writers);
+    }
+}
+
+/// An I/O source (a mio socket, pipe, …) registered with this thread's hub,
+/// so that greenlets wait for it cooperatively.
+///
+/// # Examples
+///
+/// ```
+/// use greenlet_hub::{IoSource, spawn};
+/// use mio::net::UnixStream;
+/// use std::io::{Read, Write};
+///
+/// let (a, b) = UnixStream::pair().unwrap();
+/// let a = IoSource::new(a)?;
+/// let b = IoSource::new(b)?;
+/// let reader = spawn(move || {
+///     let mut buf = [0; 5];
+///     let n = a.read_with(None, |mut s| s.read(&mut buf))?; // waits for the writer
+///     Ok(buf[..n].to_vec())
+/// });
+/// b.write_with(None, |mut s| s.write(b"hello"))?;
+/// assert_eq!(reader.get(None)?, b"hello");
+/// # Ok::<(), greenlet_hub::Error>(())
+/// ```
+pub struct IoSource<S: mio::event::Source> {
+    source: S,
+    state: Rc<IoState>,
+    token: usize,
+}
+
+impl<S: mio::event::Source> IoSource<S> {
+    /// Registers `source` (which must be in non-blocking mode, as mio's own
+    /// types are) with this thread's hub.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] if the poller refuses it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (a, _b) = mio::net::UnixStream::pair().unwrap();
+    /// let a = greenlet_hub::IoSource::new(a)?;
+    /// assert_eq!(greenlet_hub::stats().io_sources, 1);
+    /// # drop(a);
+    /// # Ok::<(), greenlet_hub::Error>(())
+    /// ```
+    pub fn new(mut source: S) -> Result<IoSource<S>, Error> {
+        let hub = Hub::current()?;
+        let state = Rc::new(IoState {
+            readable: Cell::new(true),
+            writable: Cell::new(true),
+            readers: RefCell::default(),
+            writers: RefCell::default(),
+        });
+        let token = hub.io.borrow_mut().insert(state.clone());
+        let registered = hub.registry(|r| {
+            r.register(
+                &mut source,
+                Token(token),
+                Interest::READABLE | Interest::WRITABLE,
+            )
+        });
+        if let Err(e) = registered {
+            let removed = hub.io.borrow_mut().remove(token);
+            drop(removed);
+            return Err(Error::from(e));
+        }
+        Ok(IoSource {
+            source,
+            state,
+            token,
+        })
+    }
+
+    /// The source.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (a, _b) = mio::net::UnixStream::pair().unwrap();
+    /// let a = greenlet_hub::IoSource::new(a)?;
+    /// assert!(a.get_ref().peer_addr().is_ok());
+    /// # Ok::<(), greenlet_hub::Error>(())
+    /// ```
+    pub fn get_ref(&self) -> &S {
+        &self.source
+    }
+
+    /// The source, mutably.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::io::Write;
+    /// let (a, _b) = mio::net::UnixStream::pair().unwrap();
+    /// let mut a = greenlet_hub::IoSource::new(a)?;
+    /// assert_eq!(a.get_mut().write(b"x")?, 1);
+    /// # Ok::<(), greenlet_hub::Error>(())
+    /// ```
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.source
+    }
+
+    /// Waits until the source may be readable (an event since the last
+    /// `WouldBlock`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::TimedOut`] if `timeout` elapses first; those of any blocking
+    /// call.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::{io::Write, time::Duration};
+    /// let (a, mut b) = mio::net::UnixStream::pair().unwrap();
+    /// let a = greenlet_hub::IoSource::new(a)?;
+    /// b.write_all(b"x")?;
+    /// a.wait_readable(Duration::from_secs(5))?; // registered as ready: no wait
+    /// # Ok::<(), greenlet_hub::Error>(())
+    /// ```
+    pub fn wait_readable(&self, timeout: impl Into<Option<Duration>>) -> Result<(), Error> {
+        self.wait(
+            &self.state.readable,
+            &self.state.readers,
+            "IoSource::wait_readable",
+            timeout.into(),
+        )
+    }
+
+    /// Waits until the source may be writable.
+    ///
+    /// # Errors
+    ///
+    /// As [`wait_readable`](Self::wait_readable).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (a, _b) = mio::net::UnixStream::pair().unwrap();
+    /// let a = greenlet_hub::IoSource::new(a)?;
+    /// a.wait_writable(None)?;
+    /// # Ok::<(), greenlet_hub::Error>(())
+    /// ```
+    pub fn wait_writable(&self, timeout: impl Into<Option<Duration>>) -> Result<(), Error> {
+        self.wait(
+            &self.state.writable,
+            &self.state.writers,
+            "IoSource::wait_writable",
+            timeout.into(),
+        )
+    }
+
+    fn wait(
+        &self,
+        ready: &Cell<bool>,
+        list: &RefCell<WaitList>,
+        what: &'static str,
+        timeout: Option<Duration>,
+    ) -> Result<(), Error> {
+        if ready.get() {
+            return Ok(());
+        }
+        let deadline = hub::deadline(timeout)?;
+        let hub = Hub::current()?;
+        while !ready.get() {
+            hub.io.borrow_mut().waiting += 1;
+            let result = hub::wait_in(list, what, deadline);
+            hub.io.borrow_mut().waiting -= 1;
+            result.map_err(|i| i.error)?;
+        }
+        Ok(())
+    }
+
+    /// Runs a non-blocking read operation, waiting for readability and
+    /// retrying whenever it returns `WouldBlock` (the cooperative I/O
+    /// helper). `timeout` bounds the whole call.
+    ///
+    /// # Errors
+    ///
+    /// The operation's own errors; a hub error ([`Error::Exit`],
+    /// [`Error::Timeout`], ...) wrapped in an `io::Error` (`TimedOut` kind
+    /// for [`Error::TimedOut`]) that converts back into the same [`Error`]
+    /// with `?`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::{io::{Read, Write}, time::Duration};
+    /// let (a, mut b) = mio::net::UnixStream::pair().unwrap();
+    /// let a = greenlet_hub::IoSource::new(a)?;
+    /// let mut buf = [0; 8];
+    /// assert!(a.read_with(Duration::from_millis(1), |mut s| s.read(&mut buf)).is_err()); // nothing yet
+    /// b.write_all(b"hi")?;
+    /// assert_eq!(a.read_with(None, |mut s| s.read(&mut buf))?, 2);
+    /// # Ok::<(), greenlet_hub::Error>(())
+    /// ```
+    pub fn read_with<R>(
+        &self,
+        timeout: impl Into<Option<Duration>>,
+        op: impl FnMut(&S) -> io::Result<R>,
+    ) -> io::Result<R> {
+        self.with(
+            &self.state.readable,
+            &self.state.readers,
+            "IoSource::read",
+            timeout.into(),
+            op,
+        )
+    }
+
+    /// As [`read_with`](Self::read_with), for a write operation.
+    ///
+    /// # Errors
+    ///
+    /// As `read_with`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::io::Write;
+    /// let (a, _b) = mio::net::UnixStream::pair().unwrap();
+    /// let a = greenlet_hub::IoSource::new(a)?;
+    /// assert_eq!(a.write_with(None, |mut s| s.write(b"hey"))?, 3);
+    /// # Ok::<(), greenlet_hub::Error>(())
+    /// ```
+    pub fn write_with<R>(
+        &self,
+        timeout: impl Into<Option<Duration>>,
+        op: impl FnMut(&S) -> io::Result<R>,
+    ) -> io::Result<R> {
+        self.with(
+            &self.state.writable,
+            &self.state.writers,
+            "IoSource::write",
+            timeout.into(),
+            op,
+        )
+    }
+
+    fn with<R>(
+        &self,
+        ready: &Cell<bool>,
+        list: &RefCell<WaitList>,
+        what: &'static str,
+        timeout: Option<Duration>,
+        mut op: impl FnMut(&S) -> io::Result<R>,
+    ) -> io::Result<R> {
+        // The deadline covers every retry; a zero timeout tries once.
+        let deadline = hub::deadline(timeout).ok();
+        loop {
+            match op(&self.source) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    ready.set(false);
+                    let Some(deadline) = deadline else {
+                        return Err(Error::TimedOut.into());
+                    };
+                    let hub = Hub::current()?;
+                    while !ready.get() {
+                        hub.io.borrow_mut().waiting += 1;
+                        let result = hub::wait_in(list, what, deadline);
+                        hub.io.borrow_mut().waiting -= 1;
+                        result.map_err(|i| i.error)?;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                other => return other,
+            }
+        }
+    }
+}
+
+impl<S: mio::event::Source> Drop for IoSource<S> {
+    fn drop(&mut self) {
+        let _ = Hub::with_existing(|hub| {
+            let _ = hub.registry(|r| r.deregister(&mut self.source));
+            let removed = hub.io.borrow_mut().remove(self.token);
+            drop(removed);
+        });
+    }
+}
+
+impl<S: mio::event::Source + fmt::Debug> fmt::Debug for IoSource<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IoSource")
+            .field("source", &self.source)
+            .field("token", &self.token)
+            .finish()
+    }
+}
+
+impl From<Error> for io::Error {
+    /// Wraps a hub error; [`Error::TimedOut`] gets the `TimedOut` kind.
+    fn from(e: Error) -> io::Error {
+        let kind = if matches!(e, Error::TimedOut) {
+            io::ErrorKind::TimedOut
+        } else {
+            io::ErrorKind::Other
+        };
+        io::Error::new(kind, e)
+    }
+}
+
+impl From<io::Error> for Error {
+    /// Unwraps a hub error carried by an `io::Error` (so [`Error::Exit`]
+    /// survives a trip through `io::Result`); anything else is
+    /// [`Error::Io`].
+    fn from(e: io::Error) -> Error {
+        if e.get_ref().is_some_and(|inner| inner.is::<Error>()) {
+            let inner = e.into_inner().expect("checked above");
+            match inner.downcast::<Error>() {
+                Ok(hub_error) => return *hub_error,
+                Err(_) => unreachable!("checked above"),
+            }
+        }
+        Error::Io(std::sync::Arc::new(e))
+    }
+}

@@ -1,0 +1,316 @@
+//! Waiters: how a blocked greenlet is recorded, woken and resumed.
+//!
+//! Every greenlet that blocks through the hub has a [`Waiter`]: a task's is
+//! part of its task record, main's and other greenlets' are kept by the hub.
+//! A blocking call:
+//!
+//! 1. starts a *wait*: bumps the waiter's generation and marks it
+//!    [`State::Blocked`];
+//! 2. registers an [`Entry`] `(waiter, generation)` wherever a wake-up can
+//!    come from (a primitive's [`WaitList`], the timer heap);
+//! 3. switches to the hub, which resumes it with a [`Wake`] reason;
+//! 4. removes its entries on every way out.
+//!
+//! Invariants:
+//!
+//! - *The first wake wins.* Waking an entry succeeds only while the waiter is
+//!   `Blocked` in that same generation; it moves it to `Scheduled` with the
+//!   reason and queues it. Any later wake of the same wait (a timer firing
+//!   after an event was set, say) finds it stale and does nothing. So a
+//!   primitive that handed something over (a permit, an item) knows that the
+//!   waiter will see `Notify` and take it.
+//! - An entry whose wait is over is *stale*; whoever meets one (a waker
+//!   popping a list, the hub popping its ready queue or timer heap) drops it.
+//! - A kill or a scope timeout that cannot be delivered because the waiter
+//!   is not blocked is remembered and raised at its next blocking call.
+
+use crate::timeout::ScopeState;
+use greenlet::Greenlet;
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::rc::Rc;
+
+/// Why the hub resumed a blocked greenlet: the value of every switch from
+/// the hub to a waiter (the hub's one wake-up type).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Wake {
+    /// A task's first run.
+    Start,
+    /// What it waited for happened (or its sleep ended).
+    Notify,
+    /// Its own `timeout` argument elapsed.
+    TimedOut,
+    /// A `Timeout` scope (by id) expired.
+    Timeout(u64),
+    /// Its task is killed.
+    Kill,
+    /// Nothing can ever wake it (main only).
+    LoopExit,
+}
+
+/// Where a waiter is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum State {
+    /// Running, or suspended somewhere other than a hub wait.
+    Active,
+    /// In a hub wait, registered and not yet woken.
+    Blocked,
+    /// Woken: in the hub's ready queue with its reason.
+    Scheduled,
+    /// A finished (or killed unstarted) task.
+    Dead,
+}
+
+/// The wait record of one greenlet.
+pub(crate) struct Waiter {
+    /// The greenlet to resume. For a task, dropped only if it is killed
+    /// before it starts.
+    greenlet: RefCell<Option<Greenlet>>,
+    greenlet_id: Cell<u64>,
+    generation: Cell<u64>,
+    state: Cell<State>,
+    wake: Cell<Wake>,
+    /// The blocking call, for LoopExit's message.
+    what: Cell<&'static str>,
+    /// A kill that arrived while the waiter was not blocked.
+    kill_pending: Cell<bool>,
+    /// Active `Timeout` scopes of this greenlet, outermost first.
+    pub(crate) scopes: RefCell<Vec<Rc<ScopeState>>>,
+    /// Kept by the hub only while it waits or has a scope (a greenlet that
+    /// is neither main nor a task).
+    transient: Cell<bool>,
+}
+
+impl Waiter {
+    #[inline]
+    pub(crate) fn new(greenlet: Option<Greenlet>, state: State) -> Waiter {
+        let id = greenlet.as_ref().map_or(u64::MAX, Greenlet::id);
+        Waiter {
+            greenlet: RefCell::new(greenlet),
+            greenlet_id: Cell::new(id),
+            generation: Cell::new(0),
+            state: Cell::new(state),
+            wake: Cell::new(Wake::Start),
+            what: Cell::new(""),
+            kill_pending: Cell::new(false),
+            scopes: RefCell::new(Vec::new()),
+            transient: Cell::new(false),
+        }
+    }
+
+    #[inline]
+    pub(crate) fn transient(greenlet: Greenlet) -> Waiter {
+        let w = Waiter::new(Some(greenlet), State::Active);
+        w.transient.set(true);
+        w
+    }
+
+    #[inline]
+    pub(crate) fn is_transient(&self) -> bool {
+        self.transient.get()
+    }
+
+    #[inline]
+    pub(crate) fn set_greenlet(&self, g: Greenlet) {
+        self.greenlet_id.set(g.id());
+        *self.greenlet.borrow_mut() = Some(g);
+    }
+
+    #[inline]
+    pub(crate) fn take_greenlet(&self) -> Option<Greenlet> {
+        self.greenlet.borrow_mut().take()
+    }
+
+    #[inline]
+    pub(crate) fn greenlet_ref(&self) -> std::cell::Ref<'_, Option<Greenlet>> {
+        self.greenlet.borrow()
+    }
+
+    #[inline]
+    pub(crate) fn greenlet(&self) -> Option<Greenlet> {
+        self.greenlet.borrow().clone()
+    }
+
+    #[inline]
+    pub(crate) fn greenlet_id(&self) -> u64 {
+        self.greenlet_id.get()
+    }
+
+    #[inline]
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation.get()
+    }
+
+    #[inline]
+    pub(crate) fn state(&self) -> State {
+        self.state.get()
+    }
+
+    #[inline]
+    pub(crate) fn set_state(&self, s: State) {
+        self.state.set(s);
+    }
+
+    #[inline]
+    pub(crate) fn wake_reason(&self) -> Wake {
+        self.wake.get()
+    }
+
+    #[inline]
+    pub(crate) fn what(&self) -> &'static str {
+        self.what.get()
+    }
+
+    #[inline]
+    pub(crate) fn is_started(&self) -> bool {
+        self.greenlet
+            .borrow()
+            .as_ref()
+            .is_some_and(Greenlet::is_started)
+    }
+
+    /// Starts a wait: a new generation, `Blocked`.
+    #[inline]
+    pub(crate) fn begin(&self, what: &'static str) -> u64 {
+        let generation = self.generation.get().wrapping_add(1);
+        self.generation.set(generation);
+        self.state.set(State::Blocked);
+        self.what.set(what);
+        generation
+    }
+
+    /// Ends whatever wait is pending without waking it: every entry of it
+    /// becomes stale.
+    #[inline]
+    pub(crate) fn invalidate(&self, state: State) {
+        self.generation.set(self.generation.get().wrapping_add(1));
+        self.state.set(state);
+    }
+
+    /// Moves a live `Blocked` wait of generation `generation` to `Scheduled`.
+    /// False if that wait is over (the entry is stale).
+    #[inline]
+    pub(crate) fn try_wake(&self, generation: u64, reason: Wake) -> bool {
+        if self.generation.get() != generation || self.state.get() != State::Blocked {
+            return false;
+        }
+        self.state.set(State::Scheduled);
+        self.wake.set(reason);
+        true
+    }
+
+    #[inline]
+    pub(crate) fn request_kill_later(&self) {
+        self.kill_pending.set(true);
+    }
+
+    #[inline]
+    pub(crate) fn take_kill_pending(&self) -> bool {
+        self.kill_pending.replace(false)
+    }
+}
+
+/// Anything with a waiter: a task record, or a bare waiter (main, other
+/// greenlets). The hub's queues hold `Rc<dyn Waits>`, so a task's waiter
+/// shares the task's allocation.
+pub(crate) trait Waits: 'static {
+    fn waiter(&self) -> &Waiter;
+}
+
+impl Waits for Waiter {
+    #[inline]
+    fn waiter(&self) -> &Waiter {
+        self
+    }
+}
+
+pub(crate) type WaiterRef = Rc<dyn Waits>;
+
+/// One registration of one wait.
+pub(crate) struct Entry {
+    pub(crate) who: WaiterRef,
+    pub(crate) generation: u64,
+}
+
+impl Entry {
+    #[inline]
+    pub(crate) fn new(who: WaiterRef, generation: u64) -> Entry {
+        Entry { who, generation }
+    }
+
+    /// Whether this entry's wait is still blocked (wakeable).
+    #[inline]
+    pub(crate) fn is_live(&self) -> bool {
+        let w = self.who.waiter();
+        w.generation() == self.generation && w.state() == State::Blocked
+    }
+
+    #[inline]
+    pub(crate) fn is(&self, who: &WaiterRef, generation: u64) -> bool {
+        self.generation == generation && same_waiter(&self.who, who)
+    }
+}
+
+pub(crate) fn same_waiter(a: &WaiterRef, b: &WaiterRef) -> bool {
+    std::ptr::addr_eq(Rc::as_ptr(a), Rc::as_ptr(b))
+}
+
+/// A FIFO of entries. The first entry lives inline, so a primitive with one
+/// waiter at a time (the common join) never allocates.
+///
+/// `pub` only so that the sealed [`Waitable`](crate::Waitable) trait can
+/// name it; the module is private.
+#[derive(Default)]
+pub struct WaitList {
+    first: Option<Entry>,
+    rest: VecDeque<Entry>,
+}
+
+impl WaitList {
+    #[inline]
+    pub(crate) fn push(&mut self, e: Entry) {
+        if self.first.is_none() && self.rest.is_empty() {
+            self.first = Some(e);
+        } else {
+            self.rest.push_back(e);
+        }
+    }
+
+    #[inline]
+    pub(crate) fn pop(&mut self) -> Option<Entry> {
+        self.first.take().or_else(|| self.rest.pop_front())
+    }
+
+    /// Removes the entry of this wait; false if it is not there (a waker
+    /// took it).
+    #[inline]
+    pub(crate) fn remove(&mut self, who: &WaiterRef, generation: u64) -> bool {
+        if self.first.as_ref().is_some_and(|e| e.is(who, generation)) {
+            self.first = None;
+            return true;
+        }
+        // Usually the most recent entry: search from the back.
+        if let Some(i) = self.rest.iter().rposition(|e| e.is(who, generation)) {
+            self.rest.remove(i);
+            return true;
+        }
+        false
+    }
+
+    /// Number of entries, stale ones included (they are removed by their
+    /// owners as they resume).
+    #[inline]
+    pub(crate) fn len(&self) -> usize {
+        usize::from(self.first.is_some()) + self.rest.len()
+    }
+
+    #[inline]
+    pub(crate) fn is_empty(&self) -> bool {
+        self.first.is_none() && self.rest.is_empty()
+    }
+
+    #[inline]
+    pub(crate) fn take_all(&mut self) -> WaitList {
+        std::mem::take(self)
+    }
+}

@@ -1,0 +1,280 @@
+//! The loop itself: `sleep`, `idle`, timers, fairness, LoopExit, blocking
+//! from odd places, and shutdown at thread exit.
+
+mod util;
+
+use greenlet::Greenlet;
+use greenlet_hub::{Error, Event, Queue, Task, Timeout, idle, sleep, spawn, spawn_later, stats};
+use std::time::{Duration, Instant};
+use util::{DropFlag, Log, flag, is_set, ms, on_fresh_thread};
+
+#[test]
+fn sleep_lasts_at_least_its_duration() {
+    for d in [ms(1), ms(3), Duration::from_micros(1500)] {
+        let start = Instant::now();
+        sleep(d).unwrap();
+        assert!(
+            start.elapsed() >= d,
+            "slept {:?} for {d:?}",
+            start.elapsed()
+        );
+    }
+}
+
+#[test]
+fn sleep_zero_runs_the_ready_tasks_round_robin() {
+    let log = Log::new();
+    let tasks: Vec<Task<()>> = ["a", "b", "c"]
+        .into_iter()
+        .map(|name| {
+            let log = log.clone();
+            spawn(move || {
+                for i in 0..3 {
+                    log.push(format!("{name}{i}"));
+                    sleep(Duration::ZERO)?;
+                }
+                Ok(())
+            })
+        })
+        .collect();
+    greenlet_hub::joinall(&tasks, None, None).unwrap();
+    assert_eq!(
+        log.take(),
+        ["a0", "b0", "c0", "a1", "b1", "c1", "a2", "b2", "c2"]
+    );
+}
+
+#[test]
+fn sleep_zero_does_not_starve_timers() {
+    // A task yields forever; a timer must still fire.
+    let spinner = spawn(|| -> Result<(), Error> {
+        loop {
+            sleep(Duration::ZERO)?;
+        }
+    });
+    let start = Instant::now();
+    sleep(ms(2)).unwrap();
+    assert!(start.elapsed() >= ms(2));
+    spinner.kill(None).unwrap();
+    assert!(matches!(spinner.error(), Some(Error::Killed)));
+}
+
+#[test]
+fn timers_fire_in_deadline_order_and_ties_in_creation_order() {
+    let log = Log::new();
+    let mut tasks = Vec::new();
+    // Spread widely, so that a slow start (qemu, a loaded machine) cannot
+    // reorder the deadlines; "a" and "a2" tie but "a" starts first.
+    for (name, delay) in [("c", 120), ("a", 1), ("b", 60), ("a2", 1)] {
+        let log = log.clone();
+        tasks.push(spawn(move || {
+            sleep(ms(delay))?;
+            log.push(name);
+            Ok(())
+        }));
+    }
+    greenlet_hub::joinall(&tasks, None, None).unwrap();
+    assert_eq!(log.take(), ["a", "a2", "b", "c"]);
+}
+
+#[test]
+fn main_sleeping_lets_tasks_run() {
+    let log = Log::new();
+    let l = log.clone();
+    let _t = spawn(move || {
+        l.push("task");
+        Ok(())
+    });
+    log.push("main before");
+    sleep(Duration::ZERO).unwrap();
+    log.push("main after");
+    assert_eq!(log.take(), ["main before", "task", "main after"]);
+}
+
+#[test]
+fn idle_waits_until_nothing_else_is_ready() {
+    let log = Log::new();
+    let l = log.clone();
+    let _t = spawn(move || {
+        for i in 0..3 {
+            l.push(i);
+            sleep(Duration::ZERO)?;
+        }
+        Ok(())
+    });
+    idle().unwrap();
+    log.push("idle");
+    assert_eq!(log.take(), ["0", "1", "2", "idle"]);
+}
+
+#[test]
+fn the_hub_does_not_busy_wait() {
+    // Warm the hub up, then measure the CPU this thread uses across a
+    // 100 ms sleep. A busy-waiting loop would use about all of it; a
+    // blocking poll uses next to nothing. (The bound is generous on
+    // purpose: CPU time cannot be inflated by a loaded machine.)
+    sleep(ms(1)).unwrap();
+    let before = util::thread_cpu_time();
+    sleep(ms(100)).unwrap();
+    let used = util::thread_cpu_time() - before;
+    assert!(used <= ms(50), "used {used:?} of CPU during a 100 ms sleep");
+}
+
+#[test]
+fn loop_exit_instead_of_a_hang_on_an_empty_queue() {
+    let q: Queue<u32> = Queue::new();
+    match q.get(None) {
+        Err(Error::LoopExit(message)) => {
+            assert!(message.contains("nothing left to run"), "{message}");
+            assert!(message.contains("Queue::get"), "{message}");
+            assert!(message.contains("block forever"), "{message}");
+        }
+        other => panic!("expected LoopExit, got {other:?}"),
+    }
+    // The queue is consistent afterwards: no waiter left behind.
+    assert_eq!(q.getter_count(), 0);
+    // And the hub still works.
+    q.put(7, None).unwrap();
+    assert_eq!(q.get(None).unwrap(), 7);
+}
+
+#[test]
+fn loop_exit_when_tasks_wait_on_each_other() {
+    let a_done = Event::new();
+    let b_done = Event::new();
+    let (a_wait, b_wait) = (b_done.clone(), a_done.clone());
+    let a = spawn(move || {
+        a_wait.wait(None)?;
+        a_done.set();
+        Ok(())
+    });
+    let b = spawn(move || {
+        b_wait.wait(None)?;
+        b_done.set();
+        Ok(())
+    });
+    match greenlet_hub::joinall(&[a.clone(), b.clone()], None, None) {
+        Err(Error::LoopExit(message)) => {
+            assert!(message.contains("2 tasks are blocked"), "{message}")
+        }
+        other => panic!("expected LoopExit, got {other:?}"),
+    }
+    assert!(!a.ready() && !b.ready());
+    greenlet_hub::killall(&[a, b], None).unwrap();
+}
+
+#[test]
+fn a_pending_timer_is_not_a_loop_exit() {
+    // Nothing else can wake main, but a spawn_later can: wait for it.
+    let e = Event::new();
+    let e2 = e.clone();
+    let _t = spawn_later(ms(2), move || {
+        e2.set();
+        Ok(())
+    });
+    e.wait(None).unwrap();
+}
+
+#[test]
+fn blocking_in_a_hub_callback_is_an_error() {
+    let result = std::rc::Rc::new(std::cell::RefCell::new(None));
+    let r = result.clone();
+    let t = spawn(|| Ok(()));
+    t.link(move |_| *r.borrow_mut() = Some(sleep(ms(1))));
+    t.join(None).unwrap();
+    sleep(Duration::ZERO).unwrap();
+    assert!(matches!(*result.borrow(), Some(Err(Error::BlockingInHub))));
+}
+
+#[test]
+fn a_plain_greenlet_can_block_through_the_hub() {
+    // Not a task: a raw greenlet, child of main, that sleeps and then returns
+    // to main through the normal greenlet rules.
+    let log = Log::new();
+    let l = log.clone();
+    let g = Greenlet::new(move |()| {
+        l.push("raw before");
+        sleep(ms(1))?;
+        l.push("raw after");
+        Ok(())
+    });
+    let l = log.clone();
+    let _task = spawn(move || {
+        l.push("task");
+        Ok(())
+    });
+    g.switch::<(), ()>(()).unwrap();
+    log.push("main");
+    assert_eq!(log.take(), ["raw before", "task", "raw after", "main"]);
+}
+
+#[test]
+fn shutdown_at_thread_exit_kills_blocked_tasks_and_runs_their_cleanup() {
+    let cleaned = flag();
+    let never_started = flag();
+    let (c, n) = (cleaned.clone(), never_started.clone());
+    on_fresh_thread(move || {
+        let never = Event::new();
+        // Blocked forever on an event only it can see: nothing but the
+        // hub's registry refers to it.
+        let _blocked = spawn(move || {
+            let _guard = DropFlag(c);
+            never.wait(None)?;
+            Ok(())
+        });
+        // Owned by the body: dropped with it, whether it runs or not.
+        let guard = DropFlag(n);
+        let _late = spawn_later(Duration::from_secs(3600), move || {
+            drop(guard);
+            Ok(())
+        });
+        sleep(Duration::ZERO).unwrap();
+        assert_eq!(stats().tasks, 2);
+    });
+    assert!(is_set(&cleaned), "the blocked task's cleanup did not run");
+    assert!(
+        is_set(&never_started),
+        "the unstarted task's body was not dropped"
+    );
+}
+
+#[test]
+fn cleanup_that_blocks_during_shutdown_gets_exit_at_once() {
+    let finished = flag();
+    let f = finished.clone();
+    on_fresh_thread(move || {
+        let _t = spawn(move || {
+            let result = sleep(Duration::from_secs(3600));
+            assert!(matches!(result, Err(Error::Exit)));
+            // Cleanup tries to block again: refused at once.
+            assert!(matches!(sleep(ms(1)), Err(Error::Exit)));
+            f.store(true, std::sync::atomic::Ordering::SeqCst);
+            result
+        });
+        sleep(Duration::ZERO).unwrap();
+    });
+    assert!(is_set(&finished));
+}
+
+#[test]
+fn many_cancelled_timeouts_do_not_pile_up() {
+    for _ in 0..2_000 {
+        // A scope and a call timeout, both armed for an hour, both cancelled
+        // at once when a task sets the event.
+        let _scope = Timeout::new(Duration::from_secs(3600));
+        let e = Event::new();
+        let e2 = e.clone();
+        let _setter = spawn(move || {
+            e2.set();
+            Ok(())
+        });
+        e.wait(Duration::from_secs(3600)).unwrap();
+    }
+    // Cancelled timers are compacted away: a few hundred at most remain.
+    assert!(stats().timers < 1_000, "{:?}", stats());
+}
+
+#[test]
+fn stats_are_zero_before_first_use() {
+    on_fresh_thread(|| assert_eq!(stats(), greenlet_hub::Stats::default()));
+}
