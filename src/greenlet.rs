@@ -329,6 +329,20 @@ impl Drop for Inner {
         // A handle's drop kills a suspended greenlet before the last reference
         // goes, so what remains here is unstarted or dead. Should a record
         // still be suspended, its stack is leaked rather than reused.
+        if self.is_main() {
+            // The thread state's weak pointer (for revival after teardown)
+            // must not outlive main, or it would keep the allocation. This
+            // runs while the `Rc` still holds its own weak count, so
+            // dropping ours here never frees the memory under us.
+            let _ = THREAD.try_with(|t| {
+                let weak = t.main.get();
+                if ptr::eq(weak, self) {
+                    t.main.set(ptr::null());
+                    // SAFETY: `main` holds a weak count from `Weak::into_raw`.
+                    drop(unsafe { std::rc::Weak::from_raw(weak) });
+                }
+            });
+        }
         match self.state.get() {
             State::Unstarted => self.kill_unstarted(),
             State::Suspended if !self.is_main() => leak_suspended(self),
@@ -893,7 +907,10 @@ unsafe fn release_origin(origin: *const Inner) {
 /// A handle is a reference-counted pointer to the greenlet; clones share it.
 /// Dropping the last handle to a suspended greenlet makes it exit: its
 /// pending switch returns [`SwitchError::Exit`], and the drop returns once
-/// the greenlet is dead, with its destructors run.
+/// the greenlet is dead, with its destructors run. Dropping the last handle
+/// to an *unstarted* greenlet never runs it and never switches: its body is
+/// dropped in place and its stack goes back to the pool (unlike
+/// [`throw`](Self::throw), whose error climbs to the parent).
 ///
 /// Handles are neither `Send` nor `Sync`: a greenlet belongs to the thread
 /// that made it, and nothing can resume it from another thread.
@@ -1206,6 +1223,21 @@ impl Greenlet {
         }
     }
 
+    /// True if this is the running greenlet (cheaper than comparing with
+    /// [`getcurrent`]: no handle is made).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let g = greenlet::Greenlet::new(|()| Ok(()));
+    /// assert!(greenlet::getcurrent().is_current());
+    /// assert!(!g.is_current());
+    /// ```
+    #[inline]
+    pub fn is_current(&self) -> bool {
+        ptr::eq(Rc::as_ptr(&self.inner), current_ptr())
+    }
+
     /// A number identifying this greenlet within its thread (main is 0).
     pub fn id(&self) -> u64 {
         self.inner.id
@@ -1492,6 +1524,23 @@ pub fn getcurrent() -> Greenlet {
             inner: Rc::from_raw(cur),
         }
     }
+}
+
+/// The id of the running greenlet ([`Greenlet::id`]), without making a
+/// handle (no reference count is touched).
+///
+/// # Examples
+///
+/// ```
+/// let g = greenlet::Greenlet::new(|()| Ok(greenlet::current_id()));
+/// assert_eq!(g.switch::<(), u64>(())?, g.id());
+/// assert_eq!(greenlet::current_id(), 0); // main
+/// # Ok::<(), greenlet::SwitchError>(())
+/// ```
+#[inline]
+pub fn current_id() -> u64 {
+    // SAFETY: the thread state owns a reference to the current record.
+    unsafe { (*current_ptr()).id }
 }
 
 /// The current greenlet's parent (`None` in main).

@@ -98,6 +98,6 @@ mod sanitizer;
 
 #[cfg(feature = "std")]
 pub use greenlet::{
-    Builder, Error, Event, Greenlet, GreenletExit, SwitchError, Tracer, WeakGreenlet, getcurrent,
-    gettrace, main_greenlet, parent, settrace,
+    Builder, Error, Event, Greenlet, GreenletExit, SwitchError, Tracer, WeakGreenlet, current_id,
+    getcurrent, gettrace, main_greenlet, parent, settrace,
 };

@@ -34,7 +34,7 @@ pub fn counters(say: impl Fn(String) + Clone + 'static) -> Result<(), Error> {
         .map(|name| {
             let say = say.clone();
             spawn(move || {
-                let id = greenlet::getcurrent().id();
+                let id = greenlet::current_id();
                 for i in 0..5 {
                     say(format!("{name} (task #{id}) counts {i}"));
                     sleep(Duration::ZERO)?;

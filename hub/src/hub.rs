@@ -534,9 +534,7 @@ impl Hub {
     /// The waiter of the running greenlet.
     #[inline]
     pub(crate) fn current_waiter(&self) -> Result<WaiterRef, Error> {
-        // A handle just for its id: see hub/CORE_REQUESTS.md, request 1.
-        let current = greenlet::getcurrent();
-        let id = current.id();
+        let id = greenlet::current_id();
         if let Some(w) = &*self.running.borrow()
             && w.waiter().greenlet_id() == id
         {
@@ -545,7 +543,7 @@ impl Hub {
         if self.main.greenlet_id() == id {
             return Ok(self.main.clone());
         }
-        self.slow_waiter(current)
+        self.slow_waiter(greenlet::getcurrent())
     }
 
     #[cold]

@@ -634,7 +634,7 @@ impl RLock {
     /// # Ok::<(), greenlet_hub::Error>(())
     /// ```
     pub fn acquire(&self, timeout: impl Into<Option<Duration>>) -> Result<(), Error> {
-        let me = greenlet::getcurrent().id();
+        let me = greenlet::current_id();
         if self.inner.owner.get() == Some(me) {
             self.inner.depth.set(self.inner.depth.get() + 1);
             return Ok(());
@@ -661,7 +661,7 @@ impl RLock {
     /// # Ok::<(), greenlet_hub::Error>(())
     /// ```
     pub fn release(&self) -> Result<(), Error> {
-        let me = greenlet::getcurrent().id();
+        let me = greenlet::current_id();
         if self.inner.owner.get() != Some(me) {
             return Err(Error::NotOwner);
         }

@@ -548,7 +548,7 @@ impl<T: 'static> Task<T> {
     fn is_current(&self) -> bool {
         self.cell.waiter.state() == State::Active
             && self.cell.waiter.is_started()
-            && greenlet::getcurrent().id() == self.id()
+            && greenlet::current_id() == self.id()
     }
 
     /// Calls `callback` with this task in the hub once it has finished (at
@@ -669,7 +669,7 @@ pub fn killall<T: 'static>(
     tasks: &[Task<T>],
     timeout: impl Into<Option<Duration>>,
 ) -> Result<(), Error> {
-    let current = greenlet::getcurrent().id();
+    let current = greenlet::current_id();
     let others: Vec<Task<T>> = tasks
         .iter()
         .filter(|t| t.id() != current)
