@@ -1,5 +1,5 @@
-//! The tour: the programs of the greenlet tutorial this project grew from,
-//! replayed in Rust. `cargo run --release --example tour`.
+//! The tour: the programs of the greenlet and gevent tutorial this project
+//! grew from, replayed in Rust. `cargo run --release --example tour`.
 //!
 //! Each section prints what it shows; the comments give the Python original's
 //! output for comparison.
@@ -28,13 +28,25 @@ fn get(slot: &Slot) -> Greenlet {
         .expect("slot filled before the first switch")
 }
 
-fn main() -> Result<(), SwitchError> {
+fn main() -> Result<(), Box<dyn std::error::Error>> {
     two_greenlets()?;
     values_both_ways()?;
     dead_state()?;
     tracing();
     exit_on_drop()?;
     generators();
+    gevent()?;
+    Ok(())
+}
+
+/// The gevent part, on the hub (`greenlet-hub`): three tasks that yield to
+/// each other, then two tasks sharing a `Semaphore(1)` with different sleeps
+/// (scaled down to milliseconds so the tour stays quick).
+fn gevent() -> Result<(), greenlet_hub::Error> {
+    println!("\n== 7. gevent: three tasks, each printing its identity and a counter five times");
+    greenlet_hub::demos::counters(|line| println!("{line}"))?;
+    println!("\n== 8. gevent: a Semaphore(1) shared by two tasks with different sleeps");
+    greenlet_hub::demos::semaphore(|line| println!("{line}"))?;
     Ok(())
 }
 
