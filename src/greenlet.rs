@@ -1040,6 +1040,7 @@ impl Greenlet {
             let current = current_in(thread);
             let target = self.inner.resolve();
             if target == current {
+                trace_self(Event::Switch);
                 return self_switch(value);
             }
             // SAFETY: `target` is live (held by `self` or a parent link).
@@ -1110,8 +1111,16 @@ impl Greenlet {
                 rare = Rare::Thrown(Box::new(error));
                 Transfer::new(Kind::Rare, (&raw mut rare).cast(), current)
             };
+            let mut event = Event::Throw;
+            if self.inner.state.get() == State::Dead && transfer.kind == Kind::Exit {
+                // As in Python: GreenletExit thrown at a dead greenlet is a
+                // return value for its nearest live ancestor.
+                transfer.kind = Kind::Exited;
+                event = Event::Switch;
+            }
             let target = self.inner.resolve();
             let word = if target == current {
+                trace_self(event);
                 slow_self_delivery(&mut transfer)
             } else {
                 // SAFETY: a non-value transfer whose `Rare` lives in this
@@ -1122,7 +1131,7 @@ impl Greenlet {
                         current,
                         target,
                         &mut transfer,
-                        Event::Throw,
+                        event,
                         TypeKey::of::<R>(),
                         drop_nothing,
                     )
@@ -1457,7 +1466,10 @@ fn kill_suspended(inner: &Rc<Inner>) {
             Rc::increment_strong_count(current);
             Rc::from_raw(current)
         };
-        inner.parent.set(Some(Greenlet { inner: killer }));
+        // The original parent is kept meanwhile and put back afterwards, as
+        // Python's greenlet does: released only with the greenlet, so that a
+        // parent it held last exits after it, not before.
+        let original_parent = inner.parent.replace(Some(Greenlet { inner: killer }));
         while inner.state.get() == State::Suspended {
             let current = current_in(thread);
             let mut transfer = Transfer::new(Kind::Exit, ptr::null_mut(), current);
@@ -1483,6 +1495,7 @@ fn kill_suspended(inner: &Rc<Inner>) {
                 report_cleanup_panic(inner.id, &payload);
             }
         }
+        drop(inner.parent.replace(original_parent));
         if thread.torn_down.get() {
             release_main_if_current(thread);
         }
@@ -1845,7 +1858,10 @@ fn finish<O: 'static>(outcome: std::thread::Result<Result<O, SwitchError>>, body
                 last.transfer.kind = Kind::Exited;
                 event = Event::Switch;
             }
-            Ok(Err(SwitchError::Exited)) => last.transfer.kind = Kind::Exited,
+            Ok(Err(SwitchError::Exited)) => {
+                last.transfer.kind = Kind::Exited;
+                event = Event::Switch;
+            }
             Ok(Err(SwitchError::Panicking)) => {
                 unreachable!("a body returns after its panic was caught: not panicking")
             }
@@ -1888,4 +1904,20 @@ fn finish<O: 'static>(outcome: std::thread::Result<Result<O, SwitchError>>, body
         }
         unreachable!("a dead greenlet was resumed");
     })
+}
+
+/// Traces a switch or throw that lands on the current greenlet, as Python's
+/// greenlet does. A tracer that panics is removed and its panic raised here,
+/// in the target.
+#[cold]
+fn trace_self(event: Event) {
+    if THREAD.with(|thread| thread.tracing.get())
+        && let Some(tracer) = gettrace()
+    {
+        let me = getcurrent();
+        if let Err(payload) = panic::catch_unwind(AssertUnwindSafe(|| tracer(event, &me, &me))) {
+            settrace(None);
+            panic::resume_unwind(payload);
+        }
+    }
 }

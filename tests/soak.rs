@@ -103,11 +103,11 @@ fn cycle(state: u32, i: u64) {
                 Err(SwitchError::Thrown(e)) => assert_eq!(*e.downcast::<u64>().unwrap(), i),
                 other => panic!("unexpected {other:?}"),
             }
-            // GreenletExit thrown at a dead greenlet is raised in its nearest
-            // live ancestor: us, the caller, as in Python.
+            // GreenletExit thrown at a dead greenlet is a return value for
+            // its nearest live ancestor (us), as in Python: Exited.
             assert!(matches!(
                 g.throw::<_, u64>(GreenletExit),
-                Err(SwitchError::Exit)
+                Err(SwitchError::Exited)
             ));
         }
     }
