@@ -57,7 +57,11 @@ fn dropping_an_unstarted_greenlet_drops_its_captures_and_returns_its_stack() {
     drop(g);
     assert_eq!(drops.get(), 1);
     let after = greenlet::stack::pool_stats();
-    assert_eq!(after.mapped, before.mapped.max(1), "the stack went back to the pool, not leaked");
+    assert_eq!(
+        after.mapped,
+        before.mapped.max(1),
+        "the stack went back to the pool, not leaked"
+    );
 }
 
 #[test]
@@ -72,15 +76,25 @@ fn a_type_mismatch_is_an_error_before_any_switch() {
         }
         other => panic!("expected a mismatch, got {other:?}"),
     }
-    assert_eq!(Rc::strong_count(&value), 1, "the rejected value was dropped, not leaked");
+    assert_eq!(
+        Rc::strong_count(&value),
+        1,
+        "the rejected value was dropped, not leaked"
+    );
     assert!(!g.is_started() && !ran.get());
 }
 
 #[test]
 fn switching_to_yourself_returns_the_value() {
     let me = getcurrent();
-    assert_eq!(me.switch::<String, String>("same".into()).ok().as_deref(), Some("same"));
-    assert!(matches!(me.switch::<u8, u16>(1), Err(SwitchError::TypeMismatch { .. })));
+    assert_eq!(
+        me.switch::<String, String>("same".into()).ok().as_deref(),
+        Some("same")
+    );
+    assert!(matches!(
+        me.switch::<u8, u16>(1),
+        Err(SwitchError::TypeMismatch { .. })
+    ));
 }
 
 #[test]
@@ -93,7 +107,10 @@ fn a_throw_at_an_unstarted_child_kills_it_and_lands_on_the_thrower() {
     }
     assert!(g.is_dead() && !ran.get());
     let h = unstarted::<()>(&ran);
-    assert!(matches!(h.throw::<_, ()>(GreenletExit), Err(SwitchError::Exited)));
+    assert!(matches!(
+        h.throw::<_, ()>(GreenletExit),
+        Err(SwitchError::Exited)
+    ));
     assert!(h.is_dead() && !ran.get());
     // A dead greenlet passes what is thrown at it to its parent: us.
     assert!(matches!(g.throw::<_, ()>(7u8), Err(SwitchError::Thrown(_))));
@@ -110,7 +127,10 @@ fn set_parent_rejects_cycles_and_main() {
     c.set_parent(&b).unwrap();
     assert!(matches!(a.set_parent(&c), Err(Error::ParentCycle)));
     assert!(matches!(a.set_parent(&a), Err(Error::ParentCycle)));
-    assert!(matches!(getcurrent().set_parent(&a), Err(Error::MainParent)));
+    assert!(matches!(
+        getcurrent().set_parent(&a),
+        Err(Error::MainParent)
+    ));
     assert_eq!(c.parent(), Some(b.clone()));
     assert!(Error::ParentCycle.to_string().contains("cycle"));
 }
@@ -121,23 +141,40 @@ fn an_unstarted_ancestor_starts_only_by_switch_and_errors_climb_past_it() {
     // and lands on us.
     let ran = Rc::new(Cell::new(false));
     let parent = unstarted::<()>(&ran);
-    let child = Builder::new().stack_size(STACK).parent(&parent).spawn(|()| Ok(())).unwrap();
-    assert!(matches!(child.throw::<_, ()>(1u32), Err(SwitchError::Thrown(_))));
+    let child = Builder::new()
+        .stack_size(STACK)
+        .parent(&parent)
+        .spawn(|()| Ok(()))
+        .unwrap();
+    assert!(matches!(
+        child.throw::<_, ()>(1u32),
+        Err(SwitchError::Thrown(_))
+    ));
     assert!(child.is_dead() && parent.is_dead() && !ran.get());
 }
 
 #[test]
 fn stack_sizes_out_of_range_are_errors_that_name_the_bounds() {
     for size in [0, 1024, greenlet::stack::MAX_STACK_SIZE + 1] {
-        let e = Builder::new().stack_size(size).spawn(|()| Ok(())).unwrap_err();
+        let e = Builder::new()
+            .stack_size(size)
+            .spawn(|()| Ok(()))
+            .unwrap_err();
         let text = e.to_string();
-        assert!(text.contains("out of range") && text.contains(&greenlet::stack::MIN_STACK_SIZE.to_string()), "{text}");
+        assert!(
+            text.contains("out of range")
+                && text.contains(&greenlet::stack::MIN_STACK_SIZE.to_string()),
+            "{text}"
+        );
     }
 }
 
 #[test]
 fn a_return_type_too_large_for_the_stack_is_an_error() {
-    let e = Builder::new().stack_size(STACK).spawn(|()| Ok([0u8; 8192])).unwrap_err();
+    let e = Builder::new()
+        .stack_size(STACK)
+        .spawn(|()| Ok([0u8; 8192]))
+        .unwrap_err();
     assert!(matches!(e, Error::ReturnTooLarge { size: 8192, .. }), "{e}");
 }
 
@@ -159,7 +196,11 @@ fn the_pool_reuses_stacks_and_honours_its_limit() {
     for _ in 0..50 {
         drop(unstarted::<()>(&ran));
     }
-    assert_eq!(greenlet::stack::pool_stats().mapped, warm.mapped, "steady state reuses pooled stacks");
+    assert_eq!(
+        greenlet::stack::pool_stats().mapped,
+        warm.mapped,
+        "steady state reuses pooled stacks"
+    );
     let held: Vec<_> = (0..8).map(|_| unstarted::<()>(&ran)).collect();
     greenlet::stack::set_pool_limit(2);
     drop(held);
