@@ -202,19 +202,36 @@ impl From<StackError> for Error {
 // ---------------------------------------------------------------------------
 // Types at a switch
 
-/// The type a suspended greenlet waits for, recorded when it suspends.
+/// The type a suspended greenlet waits for, recorded when it suspends: a
+/// pointer to one constant per type, so recording it is a single store.
 #[derive(Clone, Copy)]
-struct TypeKey {
+struct TypeKey(&'static TypeInfo);
+
+struct TypeInfo {
     id: TypeId,
-    name: &'static str,
+    /// A function, because `type_name` cannot be called in a constant yet;
+    /// only error messages call it.
+    name: fn() -> &'static str,
 }
 
 impl TypeKey {
+    #[inline(always)]
     fn of<T: 'static>() -> Self {
-        TypeKey {
-            id: TypeId::of::<T>(),
-            name: type_name::<T>(),
-        }
+        TypeKey(const {
+            &TypeInfo {
+                id: TypeId::of::<T>(),
+                name: type_name::<T>,
+            }
+        })
+    }
+
+    #[inline(always)]
+    fn id(self) -> TypeId {
+        self.0.id
+    }
+
+    fn name(self) -> &'static str {
+        (self.0.name)()
     }
 }
 
@@ -1045,7 +1062,7 @@ impl Greenlet {
             }
             // SAFETY: `target` is live (held by `self` or a parent link).
             let expects = unsafe { (*target).expects.get() };
-            if expects.id != TypeId::of::<T>() {
+            if expects.id() != TypeId::of::<T>() {
                 return switch_mismatch(thread, current, target, value, expects);
             }
             let mut slot = Some(value);
@@ -1289,10 +1306,10 @@ fn switch_mismatch<T: 'static, R: 'static>(
     value: T,
     expects: TypeKey,
 ) -> Result<R, SwitchError> {
-    if expects.id != TypeId::of::<Discard>() {
+    if expects.id() != TypeId::of::<Discard>() {
         return Err(SwitchError::TypeMismatch {
             sent: type_name::<T>(),
-            expected: expects.name,
+            expected: expects.name(),
         });
     }
     drop(value);
@@ -1877,12 +1894,12 @@ fn finish<O: 'static>(outcome: std::thread::Result<Result<O, SwitchError>>, body
         if last.transfer.kind == Kind::Value {
             // SAFETY: `target` is live.
             let expects = unsafe { (*target).expects.get() };
-            if expects.id == TypeId::of::<Discard>() {
+            if expects.id() == TypeId::of::<Discard>() {
                 *slot = None;
                 last.transfer.kind = Kind::Discarded;
-            } else if expects.id != TypeId::of::<O>() {
+            } else if expects.id() != TypeId::of::<O>() {
                 *slot = None;
-                last.rare = Rare::Mismatch(type_name::<O>(), expects.name);
+                last.rare = Rare::Mismatch(type_name::<O>(), expects.name());
                 last.transfer.kind = Kind::Rare;
                 last.transfer.payload = rare_at.cast();
             }
