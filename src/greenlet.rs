@@ -217,12 +217,14 @@ struct TypeInfo {
 impl TypeKey {
     #[inline(always)]
     fn of<T: 'static>() -> Self {
-        TypeKey(const {
-            &TypeInfo {
-                id: TypeId::of::<T>(),
-                name: type_name::<T>,
-            }
-        })
+        TypeKey(
+            const {
+                &TypeInfo {
+                    id: TypeId::of::<T>(),
+                    name: type_name::<T>,
+                }
+            },
+        )
     }
 
     #[inline(always)]
@@ -427,10 +429,23 @@ fn release_main_if_current(t: &ThreadState) {
     }
 }
 
+/// This thread's state. The accessor is tiny so that it always inlines into
+/// a direct thread-local access (a `THREAD.with` around a large closure can
+/// stay out of line and reach the thread-local through an indirect call).
+#[inline(always)]
+fn thread_state() -> &'static ThreadState {
+    let state: *const ThreadState = THREAD.with(|t| t as *const ThreadState);
+    // SAFETY: `THREAD` is const-initialised and has no destructor, so its
+    // storage stays valid for as long as this thread runs, which outlives
+    // every use: the reference never leaves the thread (`ThreadState` is not
+    // `Sync`, so `&ThreadState` is not `Send`).
+    unsafe { &*state }
+}
+
 /// The running greenlet, creating this thread's main greenlet on first use.
 #[inline]
 fn current_ptr() -> *const Inner {
-    THREAD.with(current_in)
+    current_in(thread_state())
 }
 
 #[inline(always)]
@@ -1053,7 +1068,8 @@ impl Greenlet {
         if std::thread::panicking() {
             return Err(SwitchError::Panicking);
         }
-        THREAD.with(|thread| {
+        {
+            let thread = thread_state();
             let current = current_in(thread);
             let target = self.inner.resolve();
             if target == current {
@@ -1082,7 +1098,7 @@ impl Greenlet {
             };
             // SAFETY: `word` came back from the switch.
             unsafe { receive::<R>(word) }
-        })
+        }
     }
 
     /// Raises `error` in this greenlet at the point where it is suspended,
@@ -1119,7 +1135,8 @@ impl Greenlet {
         if std::thread::panicking() {
             return Err(SwitchError::Panicking);
         }
-        THREAD.with(|thread| {
+        {
+            let thread = thread_state();
             let current = current_in(thread);
             let mut rare = Rare::Taken;
             let mut transfer = if TypeId::of::<E>() == TypeId::of::<GreenletExit>() {
@@ -1158,7 +1175,7 @@ impl Greenlet {
             let result = unsafe { receive::<R>(word) };
             drop(rare);
             result
-        })
+        }
     }
 
     /// True once the greenlet has been switched into (even if now dead).

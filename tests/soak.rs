@@ -159,6 +159,13 @@ fn a_million_greenlets_in_each_state_leak_nothing() {
         );
         assert_eq!(stacks_after, stacks, "{name}: stacks leaked");
         assert_eq!(allocations_after, allocations, "{name}: allocations leaked");
+        // Under AddressSanitizer freed memory sits in its quarantine on
+        // purpose, so resident memory cannot stay flat: `ci/test` sets
+        // GREENLET_SOAK_RSS=skip there (the counts above still hold).
+        if std::env::var_os("GREENLET_SOAK_RSS").is_some_and(|v| v == "skip") {
+            eprintln!("{name}: resident-memory bound skipped (GREENLET_SOAK_RSS=skip)");
+            continue;
+        }
         assert!(
             grown < 4 << 20,
             "{name}: resident memory grew by {grown} bytes"
