@@ -140,14 +140,17 @@ def mem(count):
     alive = [None] * count
     gc.collect()
     before = resident_bytes()
+    started = time.perf_counter()
     for i in range(count):
         g = greenlet.greenlet(wait)
         g.switch()
         alive[i] = g
+    elapsed = time.perf_counter() - started
     after = resident_bytes()
     per = (after - before) / count
     line(f"mem-{count}/python-greenlet", unit="bytes", median=f"{per:.0f}", min=f"{per:.0f}",
-         max=f"{per:.0f}", runs=1, requested=count, reached=count, rss_before=before, rss_after=after)
+         max=f"{per:.0f}", runs=1, requested=count, reached=count, rss_before=before, rss_after=after,
+         create_start_ns=f"{elapsed * 1e9 / count:.0f}")
 
 
 def versions():

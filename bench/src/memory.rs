@@ -3,7 +3,8 @@
 //! measurement's mappings and heap never pollute the next.
 //!
 //! - `mem IMPL COUNT`: resident bytes per suspended coroutine, from
-//!   `/proc/self/statm` before and after making `COUNT` of them. If the
+//!   `/proc/self/statm` before and after making `COUNT` of them, and the
+//!   time each took to create and start (`create_start_ns`). If the
 //!   process hits a limit first, it reports how many it reached, the error,
 //!   and the figure for those.
 //! - `wall IMPL`: make suspended coroutines until something gives, and say
@@ -95,6 +96,7 @@ pub fn mem(imp: &str, count: usize) -> ExitCode {
     let maps_before = system::mapping_count();
     let before = system::resident_bytes();
     let mut error = None;
+    let started = std::time::Instant::now();
     for _ in 0..count {
         let made = match imp {
             "greenlet-16k" => suspended_greenlet(Some(16 * 1024))
@@ -116,9 +118,11 @@ pub fn mem(imp: &str, count: usize) -> ExitCode {
             break;
         }
     }
+    let elapsed = started.elapsed();
     let after = system::resident_bytes();
     let maps_after = system::mapping_count();
     let reached = greenlets.len() + coroutines.len();
+    let create_start_ns = elapsed.as_nanos() as f64 / reached.max(1) as f64;
     let per = (after.saturating_sub(before)) as f64 / reached.max(1) as f64;
     let mut line = Line::new(&format!("mem-{count}/{imp}"));
     line.field("unit", "bytes")
@@ -131,7 +135,8 @@ pub fn mem(imp: &str, count: usize) -> ExitCode {
         .field("rss_before", before)
         .field("rss_after", after)
         .field("maps_before", maps_before)
-        .field("maps_after", maps_after);
+        .field("maps_after", maps_after)
+        .field("create_start_ns", format_args!("{create_start_ns:.0}"));
     if let Some(message) = &error {
         line.field("error", message);
     }

@@ -42,7 +42,7 @@ const PYTHON_WORKLOADS: &[&str] = &[
 ];
 
 /// Live greenlet counts of the memory measurement.
-const MEM_COUNTS: &[usize] = &[10_000, 100_000];
+const MEM_COUNTS: &[usize] = &[10_000, 100_000, 1_000_000];
 
 /// One measured figure.
 #[derive(Clone, Debug)]
@@ -921,7 +921,8 @@ fn render_markdown(results: &Results, context: &Context) -> String {
         "## Memory per suspended coroutine\n\nResident bytes (from `/proc/self/statm`) per live, \
          suspended coroutine: the growth of the process's resident set while making them, divided \
          by how many were made, each run in a fresh child process. Stacks are committed lazily, so \
-         this is the pages actually touched plus the bookkeeping.\n\n",
+         this is the pages actually touched plus the bookkeeping. \"create+start\" is the time per \
+         coroutine to create and start it while making them (of the last run).\n\n",
     );
     out.push_str("| implementation |");
     for count in MEM_COUNTS {
@@ -950,6 +951,9 @@ fn render_markdown(results: &Results, context: &Context) -> String {
                         format_value(row.summary.min, "bytes"),
                         format_value(row.summary.max, "bytes")
                     );
+                    if let Some(ns) = row.fields.get("create_start_ns") {
+                        let _ = write!(out, "; create+start {ns} ns");
+                    }
                     let reached = row.fields.get("reached").cloned().unwrap_or_default();
                     if reached != count.to_string() {
                         let _ = write!(
