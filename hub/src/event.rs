@@ -72,6 +72,7 @@ impl Event {
     /// e.wait(None)?; // returns at once
     /// # Ok::<(), greenlet_hub::Error>(())
     /// ```
+    #[inline]
     pub fn set(&self) {
         self.inner.flag.set(true);
         hub::wake_all(&self.inner.waiters);
@@ -88,6 +89,7 @@ impl Event {
     /// e.clear();
     /// assert!(!e.is_set());
     /// ```
+    #[inline]
     pub fn clear(&self) {
         self.inner.flag.set(false);
     }
@@ -102,6 +104,7 @@ impl Event {
     /// e.set();
     /// assert!(e.is_set());
     /// ```
+    #[inline]
     pub fn is_set(&self) -> bool {
         self.inner.flag.get()
     }
@@ -126,11 +129,17 @@ impl Event {
     /// e.wait(None)?;
     /// # Ok::<(), Error>(())
     /// ```
+    #[inline]
     pub fn wait(&self, timeout: impl Into<Option<Duration>>) -> Result<(), Error> {
         if self.is_set() {
             return Ok(());
         }
-        let deadline = hub::deadline(timeout.into())?;
+        self.wait_unset(timeout.into())
+    }
+
+    #[inline(never)]
+    fn wait_unset(&self, timeout: Option<Duration>) -> Result<(), Error> {
+        let deadline = hub::deadline(timeout)?;
         hub::wait_in(&self.inner.waiters, "Event::wait", deadline).map_err(|i| i.error)
     }
 

@@ -26,6 +26,16 @@
 //! Whoever wakes a wait goes through [`Hub::schedule`], so the first wake
 //! wins and later ones are no-ops (see [`crate::wait`]).
 //!
+//! # Cost
+//!
+//! These paths are measured in instructions (`examples/perf_probe.rs`
+//! under callgrind), so they are written to be cheap: waiter records are
+//! thin `Rc<Waiter>`s reached without a virtual call, a blocking call finds
+//! its record through the greenlet the hub resumed last, the rare cases
+//! (a pending kill or scope, shutdown, an interrupted wait) are out of
+//! line, and finished task records and their waiters are reused by the
+//! next spawns instead of being freed and allocated again.
+//!
 //! # Lifetime
 //!
 //! The hub is made on first use and lives in a thread-local. At thread exit
@@ -36,9 +46,9 @@
 
 use crate::error::Error;
 use crate::timer::{Action, Timers, poll_timeout};
-use crate::wait::{Entry, State, WaitList, Waiter, WaiterRef, Wake};
+use crate::wait::{Entry, State, WaitList, Waiter, WaiterRef, Waits, Wake};
 use greenlet::{Greenlet, GreenletExit, SwitchError};
-use std::any::Any;
+use std::any::{Any, TypeId};
 use std::cell::{Cell, OnceCell, RefCell};
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
@@ -53,6 +63,20 @@ const WAKER_TOKEN: mio::Token = mio::Token(usize::MAX);
 /// While the ready queue is busy, look at I/O (without blocking) once per
 /// this many batches.
 const BUSY_POLL_EVERY: u32 = 32;
+
+/// Waiter records of finished tasks kept for reuse (each saves an
+/// allocation and a free per spawn).
+const SPARE_WAITERS: usize = 64;
+
+/// Task records kept for reuse, per type of task (a record holds no
+/// greenlet or stack while it waits, only its own few hundred bytes).
+const SPARE_TASKS: usize = 32;
+
+/// Finished task records of one type (`TaskCell<T>`), ready for reuse.
+struct SpareTasks {
+    kind: TypeId,
+    records: Vec<Rc<dyn Any>>,
+}
 
 // ---------------------------------------------------------------------------
 // Errors and the error hook
@@ -225,8 +249,9 @@ pub(crate) trait RemoteTarget {
 pub(crate) enum Ready {
     /// Resume a woken wait.
     Resume(Entry),
-    /// Run a callback in the hub (task links).
-    Call(Box<dyn FnOnce()>),
+    /// Run a callback in the hub (task links). Boxed twice so that an
+    /// entry is two words, as a `Resume` is.
+    Call(Box<Box<dyn FnOnce()>>),
 }
 
 /// A wait that ended other than by being notified: the error, and whether a
@@ -247,38 +272,75 @@ impl From<Error> for Interrupted {
 }
 
 /// Registered tasks, so that shutdown can kill them even when nothing else
-/// refers to them (a task blocked on an event only it can see).
-#[derive(Default)]
+/// refers to them (a task blocked on an event only it can see). Free slots
+/// form a list threaded through the vector, so registering and
+/// unregistering touch one slot each.
 struct Slab {
-    slots: Vec<Option<Rc<dyn crate::task::TaskObj>>>,
-    free: Vec<usize>,
+    slots: Vec<Slot>,
+    /// The first free slot (`usize::MAX`: none).
+    free: usize,
     len: usize,
 }
 
+enum Slot {
+    Used(Rc<dyn crate::task::TaskObj>),
+    /// Free, with the next free slot.
+    Free(usize),
+}
+
+impl Default for Slab {
+    fn default() -> Slab {
+        Slab {
+            slots: Vec::new(),
+            free: usize::MAX,
+            len: 0,
+        }
+    }
+}
+
 impl Slab {
+    #[inline]
     fn insert(&mut self, t: Rc<dyn crate::task::TaskObj>) -> usize {
         self.len += 1;
-        match self.free.pop() {
-            Some(i) => {
-                self.slots[i] = Some(t);
+        let i = self.free;
+        match self.slots.get_mut(i) {
+            Some(slot) => {
+                if let Slot::Free(next) = *slot {
+                    self.free = next;
+                }
+                *slot = Slot::Used(t);
                 i
             }
             None => {
-                self.slots.push(Some(t));
+                self.slots.push(Slot::Used(t));
                 self.slots.len() - 1
             }
         }
     }
 
+    #[inline]
     fn remove(&mut self, i: usize) -> Option<Rc<dyn crate::task::TaskObj>> {
-        let t = self.slots.get_mut(i)?.take()?;
+        let slot = self.slots.get_mut(i)?;
+        if let Slot::Free(_) = slot {
+            return None;
+        }
+        let Slot::Used(t) = std::mem::replace(slot, Slot::Free(self.free)) else {
+            unreachable!("checked above")
+        };
+        self.free = i;
         self.len -= 1;
-        self.free.push(i);
         Some(t)
     }
 
+    fn iter(&self) -> impl Iterator<Item = &Rc<dyn crate::task::TaskObj>> {
+        self.slots.iter().filter_map(|s| match s {
+            Slot::Used(t) => Some(t),
+            Slot::Free(_) => None,
+        })
+    }
+
     fn all(&self) -> Vec<Rc<dyn crate::task::TaskObj>> {
-        self.slots.iter().flatten().cloned().collect()
+        self.iter().cloned().collect()
     }
 }
 
@@ -321,10 +383,18 @@ pub(crate) struct Hub {
     pub(crate) timers: RefCell<Timers>,
     /// The waiter the hub resumed last (the running greenlet, usually).
     running: RefCell<Option<WaiterRef>>,
+    /// The greenlet id of `running` (`u64::MAX` for none), so that finding
+    /// the current waiter compares ids without reaching into the record.
+    running_id: Cell<u64>,
     /// Waiters of greenlets that are neither main nor tasks, by greenlet id,
     /// kept while they wait or have a `Timeout` scope.
     others: RefCell<HashMap<u64, Rc<Waiter>>>,
     tasks: RefCell<Slab>,
+    /// Waiter records of finished tasks, for the next spawns.
+    spare_waiters: RefCell<Vec<WaiterRef>>,
+    /// Records of finished tasks whose last handle went, by type, for the
+    /// next spawns of that type.
+    spare_tasks: RefCell<Vec<SpareTasks>>,
     pub(crate) idle: RefCell<WaitList>,
     poll: RefCell<mio::Poll>,
     events: RefCell<mio::Events>,
@@ -364,40 +434,43 @@ impl Hub {
     ///
     /// [`Error::LoopExit`] if the thread is exiting and its hub is gone, or
     /// the poller cannot be made.
+    #[inline]
     pub(crate) fn current() -> Result<Rc<Hub>, Error> {
         match HUB.try_with(|cell| cell.get().cloned()) {
             Ok(Some(hub)) => Ok(hub),
-            Ok(None) => Hub::init(),
+            _ => Hub::current_slow(),
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn current_slow() -> Result<Rc<Hub>, Error> {
+        match HUB.try_with(|cell| cell.get().is_some()) {
+            Ok(false) => Hub::init(),
+            Ok(true) => Hub::current(),
             Err(_) => Err(Error::LoopExit(
                 "the hub of this thread is gone (the thread is exiting)".into(),
             )),
         }
     }
 
-    /// Calls `f` with this thread's hub, made on first use, without taking
-    /// a reference to it (the fast path of every blocking call).
+    /// Calls `f` with this thread's hub, made on first use (the fast path of
+    /// every blocking call).
     ///
     /// # Errors
     ///
     /// As [`Hub::current`], or `f`'s.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn with<R, E: From<Error>>(f: impl FnOnce(&Hub) -> Result<R, E>) -> Result<R, E> {
-        HUB.try_with(|cell| match cell.get() {
-            Some(hub) => f(hub),
-            None => {
-                let hub = Hub::init()?;
-                f(&hub)
-            }
-        })
-        .unwrap_or_else(|_| {
-            Err(
-                Error::LoopExit("the hub of this thread is gone (the thread is exiting)".into())
-                    .into(),
-            )
-        })
+        // A reference taken out of the thread-local (one increment) is
+        // cheaper than running `f` inside `LocalKey::try_with`, whose
+        // nested results cost copies on every blocking call.
+        let hub = Hub::current()?;
+        f(&hub)
     }
 
     /// Calls `f` with this thread's hub if it exists (never makes one).
+    #[inline]
     pub(crate) fn with_existing<R>(f: impl FnOnce(&Hub) -> R) -> Option<R> {
         let hub = HUB.try_with(|cell| cell.get().cloned()).ok().flatten()?;
         Some(f(&hub))
@@ -426,8 +499,11 @@ impl Hub {
             ready: RefCell::new(VecDeque::new()),
             timers: RefCell::new(Timers::default()),
             running: RefCell::new(None),
+            running_id: Cell::new(u64::MAX),
             others: RefCell::new(HashMap::new()),
             tasks: RefCell::new(Slab::default()),
+            spare_waiters: RefCell::new(Vec::new()),
+            spare_tasks: RefCell::new(Vec::new()),
             idle: RefCell::new(WaitList::default()),
             poll: RefCell::new(poll),
             events: RefCell::new(mio::Events::with_capacity(256)),
@@ -472,10 +548,70 @@ impl Hub {
 
     // -- tasks ---------------------------------------------------------------
 
+    /// A waiter record for a new task: a spare one, or a new one.
+    #[inline(always)]
+    pub(crate) fn task_waiter(&self) -> WaiterRef {
+        let spare = self.spare_waiters.borrow_mut().pop();
+        match spare {
+            Some(w) => w,
+            None => Rc::new(Waiter::new(None, State::Active)),
+        }
+    }
+
+    /// A spare task record of type `C` (a `TaskCell<T>`), if one was kept.
+    #[inline(always)]
+    pub(crate) fn spare_task<C: 'static>(&self) -> Option<Rc<C>> {
+        let kind = TypeId::of::<C>();
+        let record = self
+            .spare_tasks
+            .borrow_mut()
+            .iter_mut()
+            .find(|s| s.kind == kind)?
+            .records
+            .pop()?;
+        record.downcast().ok()
+    }
+
+    /// Keeps a finished task record (reset by its type's `recycle`) for the
+    /// next spawn of its type.
+    pub(crate) fn keep_spare_task<C: 'static>(&self, record: Rc<C>) {
+        let kind = TypeId::of::<C>();
+        let mut spare = self.spare_tasks.borrow_mut();
+        let at = match spare.iter().position(|s| s.kind == kind) {
+            Some(i) => i,
+            None => {
+                spare.push(SpareTasks {
+                    kind,
+                    records: Vec::new(),
+                });
+                spare.len() - 1
+            }
+        };
+        let records = &mut spare[at].records;
+        if records.len() < SPARE_TASKS {
+            records.push(record);
+        }
+    }
+
+    /// Keeps the waiter record of a task record being dropped for a later
+    /// spawn, if nothing else refers to it (no queue entry, no `Timeout`
+    /// owner link) and it holds nothing (`Waiter::reset_for_reuse`).
+    #[inline]
+    pub(crate) fn recycle_waiter(&self, w: &WaiterRef) {
+        if Rc::strong_count(w) == 1 && Rc::weak_count(w) == 0 && w.reset_for_reuse() {
+            let mut spare = self.spare_waiters.borrow_mut();
+            if spare.len() < SPARE_WAITERS {
+                spare.push(w.clone());
+            }
+        }
+    }
+
+    #[inline(always)]
     pub(crate) fn register_task(&self, t: Rc<dyn crate::task::TaskObj>) -> usize {
         self.tasks.borrow_mut().insert(t)
     }
 
+    #[inline(always)]
     pub(crate) fn unregister_task(&self, slot: usize) {
         let t = self.tasks.borrow_mut().remove(slot);
         drop(t);
@@ -485,9 +621,9 @@ impl Hub {
 
     /// Wakes the wait of `e` with `reason` if it is still blocked (the first
     /// wake wins); true if it did.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn schedule(&self, e: Entry, reason: Wake) -> bool {
-        if e.who.waiter().try_wake(e.generation, reason) {
+        if e.who.try_wake(e.generation, reason) {
             self.ready.borrow_mut().push_back(Ready::Resume(e));
             true
         } else {
@@ -497,10 +633,11 @@ impl Hub {
 
     /// Runs `f` in the hub soon (after the greenlets already ready).
     pub(crate) fn call_soon(&self, f: Box<dyn FnOnce()>) {
-        self.ready.borrow_mut().push_back(Ready::Call(f));
+        self.ready.borrow_mut().push_back(Ready::Call(Box::new(f)));
     }
 
     /// Notifies the first live entry of `list`; false if there is none.
+    #[inline(always)]
     pub(crate) fn wake_one(&self, list: &RefCell<WaitList>) -> bool {
         loop {
             let e = list.borrow_mut().pop();
@@ -516,27 +653,43 @@ impl Hub {
     }
 
     /// Notifies every entry of `list`.
+    #[inline(always)]
     pub(crate) fn wake_all(&self, list: &RefCell<WaitList>) {
         // Waking runs no user code, so nobody adds to the list meanwhile.
         loop {
-            let e = list.borrow_mut().pop();
-            match e {
-                Some(e) => {
-                    self.schedule(e, Wake::Notify);
-                }
-                None => return,
+            let (e, more) = {
+                let mut list = list.borrow_mut();
+                let e = list.pop();
+                (e, !list.is_empty())
+            };
+            let Some(e) = e else { return };
+            // A stale entry is dropped by `schedule`; only a scheduled one
+            // (moved, not dropped) lets the emptiness seen above stand.
+            if self.schedule(e, Wake::Notify) && !more {
+                return;
             }
         }
     }
 
     // -- blocking ------------------------------------------------------------
+    //
+    // The hot path of every blocking call is three inlined steps (`me`,
+    // `begin_wait`, `park_waiter`) with every rare case (a kill or scope
+    // pending, shutdown, an interrupted wait, a greenlet the hub did not
+    // resume) out of line.
+
+    /// The waiter of the running greenlet, as the owner a `Timeout` scope
+    /// keeps a weak reference to.
+    pub(crate) fn current_waiter(&self) -> Result<Rc<dyn Waits>, Error> {
+        Ok(self.me()?)
+    }
 
     /// The waiter of the running greenlet.
     #[inline]
-    pub(crate) fn current_waiter(&self) -> Result<WaiterRef, Error> {
+    fn me(&self) -> Result<WaiterRef, Error> {
         let id = greenlet::current_id();
-        if let Some(w) = &*self.running.borrow()
-            && w.waiter().greenlet_id() == id
+        if self.running_id.get() == id
+            && let Some(w) = &*self.running.borrow()
         {
             return Ok(w.clone());
         }
@@ -547,6 +700,7 @@ impl Hub {
     }
 
     #[cold]
+    #[inline(never)]
     fn slow_waiter(&self, current: Greenlet) -> Result<WaiterRef, Error> {
         if current == self.greenlet {
             return Err(Error::BlockingInHub);
@@ -557,12 +711,10 @@ impl Hub {
         if let Some(t) = self
             .tasks
             .borrow()
-            .slots
             .iter()
-            .flatten()
-            .find(|t| t.waiter().greenlet_id() == id)
+            .find(|t| t.waiter_ref().greenlet_id() == id)
         {
-            return Ok(t.clone());
+            return Ok(t.waiter_ref().clone());
         }
         let w = self
             .others
@@ -576,22 +728,20 @@ impl Hub {
     /// Forgets the waiter of a non-task greenlet once it neither waits nor
     /// has a scope, so that its handle is not kept.
     #[inline]
-    pub(crate) fn forget_if_idle(&self, me: &WaiterRef) {
-        if me.waiter().is_transient() {
-            self.forget_transient(me);
+    pub(crate) fn forget_if_idle<W: Waits + ?Sized>(&self, me: &Rc<W>) {
+        let w = me.waiter();
+        if w.is_transient() {
+            self.forget_transient(w);
         }
     }
 
     #[cold]
-    fn forget_transient(&self, me: &WaiterRef) {
-        let w = me.waiter();
+    #[inline(never)]
+    fn forget_transient(&self, w: &Waiter) {
         if w.state() == State::Active && w.scopes.borrow().is_empty() {
             let id = w.greenlet_id();
             let mut others = self.others.borrow_mut();
-            if others
-                .get(&id)
-                .is_some_and(|o| crate::wait::same_waiter(&(o.clone() as WaiterRef), me))
-            {
+            if others.get(&id).is_some_and(|o| std::ptr::eq(&**o, w)) {
                 let removed = others.remove(&id);
                 drop(others);
                 drop(removed);
@@ -608,31 +758,56 @@ impl Hub {
     /// kill or during shutdown; [`Error::Timeout`] for an expired scope.
     #[inline]
     pub(crate) fn prepare(&self, what: &'static str) -> Result<(WaiterRef, u64), Error> {
-        let me = self.current_waiter()?;
-        if self.stopping.get() || self.greenlet.is_dead() {
-            return Err(
-                if crate::wait::same_waiter(&me, &(self.main.clone() as WaiterRef)) {
-                    Error::LoopExit("the hub of this thread has shut down".into())
-                } else {
-                    Error::Exit
-                },
-            );
+        let me = self.me()?;
+        let generation = self.begin_wait(&me, what)?;
+        Ok((me, generation))
+    }
+
+    /// [`Hub::prepare`] once the waiter is known.
+    #[inline]
+    fn begin_wait(&self, me: &WaiterRef, what: &'static str) -> Result<u64, Error> {
+        if self.stopping.get() || me.has_pending() || self.greenlet.is_dead() {
+            self.raise_pending(me)?;
         }
-        let w = me.waiter();
+        Ok(me.begin(what))
+    }
+
+    /// The rare checks before a wait: shutdown, a pending kill, scopes.
+    #[cold]
+    #[inline(never)]
+    fn raise_pending(&self, me: &WaiterRef) -> Result<(), Error> {
+        let w: &Waiter = me;
+        if self.stopping.get() || self.greenlet.is_dead() {
+            return Err(if crate::wait::same_waiter(me, &self.main) {
+                Error::LoopExit("the hub of this thread has shut down".into())
+            } else {
+                Error::Exit
+            });
+        }
         if w.take_kill_pending() {
             return Err(Error::Exit);
         }
         if !w.scopes.borrow().is_empty() {
             crate::timeout::raise_pending(w)?;
         }
-        let generation = w.begin(what);
-        Ok((me, generation))
+        Ok(())
     }
 
     /// Switches to the hub until the wait `(me, generation)` is woken; with a
     /// deadline, a timer ends it with [`Error::TimedOut`].
     #[inline]
     pub(crate) fn park(
+        &self,
+        me: &WaiterRef,
+        generation: u64,
+        deadline: Option<Instant>,
+    ) -> Result<(), Interrupted> {
+        self.park_waiter(me, generation, deadline)
+    }
+
+    /// [`Hub::park`], inlined into the blocking calls of this module.
+    #[inline]
+    fn park_waiter(
         &self,
         me: &WaiterRef,
         generation: u64,
@@ -645,14 +820,33 @@ impl Hub {
             );
         }
         let switched = self.greenlet.switch::<(), Wake>(());
-        let w = me.waiter();
+        if let Ok(Wake::Notify | Wake::Start) = switched {
+            // The wait is over: every entry of it (in lists, the timer heap,
+            // the ready queue) is now stale.
+            me.invalidate(State::Active);
+            if deadline.is_some() {
+                self.timers.borrow_mut().note_cancelled();
+            }
+            return Ok(());
+        }
+        self.park_interrupted(me, generation, deadline, switched)
+    }
+
+    /// The end of a wait that was not notified.
+    #[cold]
+    #[inline(never)]
+    fn park_interrupted(
+        &self,
+        w: &Waiter,
+        generation: u64,
+        deadline: Option<Instant>,
+        switched: Result<Wake, SwitchError>,
+    ) -> Result<(), Interrupted> {
         // Notified before the switch failed (a shutdown's throw found it
         // scheduled): the primitive must pass on what it was handed.
         let notified_then_thrown = w.generation() == generation
             && w.state() == State::Scheduled
             && w.wake_reason() == Wake::Notify;
-        // The wait is over: every entry of it (in lists, the timer heap, the
-        // ready queue) is now stale.
         w.invalidate(State::Active);
         let timed_out = matches!(switched, Ok(Wake::TimedOut));
         let result = match switched {
@@ -672,6 +866,40 @@ impl Hub {
         result
     }
 
+    /// Blocks the running greenlet on `list` (see [`wait_in`]).
+    #[inline(always)]
+    fn wait_in(
+        &self,
+        list: &RefCell<WaitList>,
+        what: &'static str,
+        deadline: Option<Instant>,
+    ) -> Result<(), Interrupted> {
+        let me = self.me()?;
+        let generation = self.begin_wait(&me, what)?;
+        list.borrow_mut().push(Entry::new(me.clone(), generation));
+        let result = self.park_waiter(&me, generation, deadline);
+        if result.is_err() {
+            list.borrow_mut().remove(&me, generation);
+        }
+        self.forget_if_idle(&me);
+        result
+    }
+
+    /// Lets every other ready greenlet run once (`sleep(ZERO)`).
+    #[inline(always)]
+    fn yield_now(&self) -> Result<(), Error> {
+        let me = self.me()?;
+        let generation = self.begin_wait(&me, "sleep")?;
+        // Just begun: the wake cannot fail.
+        me.try_wake(generation, Wake::Notify);
+        self.ready
+            .borrow_mut()
+            .push_back(Ready::Resume(Entry::new(me.clone(), generation)));
+        let result = self.park_waiter(&me, generation, None);
+        self.forget_if_idle(&me);
+        result.map_err(|i| i.error)
+    }
+
     // -- the loop ------------------------------------------------------------
 
     /// The hub greenlet's body.
@@ -684,7 +912,7 @@ impl Hub {
                     None => break,
                     Some(Ready::Resume(e)) => self.resume(e),
                     Some(Ready::Call(f)) => {
-                        self.call(f);
+                        self.call(*f);
                         false
                     }
                 };
@@ -700,51 +928,83 @@ impl Hub {
         self.teardown();
     }
 
+    /// Makes `w` (with greenlet id `id`) the running waiter; returns the
+    /// previous one.
+    #[inline]
+    fn set_running(&self, w: Option<WaiterRef>, id: u64) -> Option<WaiterRef> {
+        self.running_id.set(id);
+        self.running.replace(w)
+    }
+
+    /// Puts back the running waiter that `set_running` replaced.
+    #[inline]
+    fn restore_running(&self, previous: Option<WaiterRef>) {
+        let id = match &previous {
+            None => u64::MAX,
+            Some(p) => p.greenlet_id(),
+        };
+        drop(self.set_running(previous, id));
+    }
+
     /// Resumes a woken wait; true if the hub itself is asked to exit.
     #[inline]
     fn resume(&self, e: Entry) -> bool {
-        let w = e.who.waiter();
+        let w: &Waiter = &e.who;
         if w.generation() != e.generation || w.state() != State::Scheduled {
             return false;
         }
         // The greenlet is borrowed, not cloned, for the switch: its cell is
         // only written when a task is spawned or killed before it started,
         // and this one has started or is starting now (so it is not killed
-        // unstarted meanwhile); `running` keeps the record alive.
-        let reason = w.wake_reason();
-        let previous = self.running.replace(Some(e.who.clone()));
-        let outcome = {
-            let greenlet = w.greenlet_ref();
-            let Some(g) = greenlet.as_ref() else {
-                drop(greenlet);
-                drop(self.running.replace(previous));
-                return false;
-            };
-            w.set_state(State::Active);
-            panic::catch_unwind(AssertUnwindSafe(|| g.switch::<Wake, ()>(reason)))
+        // unstarted meanwhile); `e` keeps the record alive.
+        let greenlet = w.greenlet_ref();
+        let Some(g) = greenlet.as_ref() else {
+            return false;
         };
-        let resumed = self.running.replace(previous);
+        let reason = w.wake_reason();
+        w.set_state(State::Active);
+        // Only the loop resumes, and nothing runs between its resumes: no
+        // waiter is running here, so there is nothing to put back after.
+        self.running_id.set(w.greenlet_id());
+        let idle = self.running.replace(Some(e.who.clone()));
+        debug_assert!(idle.is_none(), "the hub resumes one waiter at a time");
+        let outcome = panic::catch_unwind(AssertUnwindSafe(|| g.switch::<Wake, ()>(reason)));
+        drop(greenlet);
+        self.running_id.set(u64::MAX);
+        let resumed = self.running.take();
         drop(resumed);
-        drop(e);
+        drop(idle);
         match outcome {
             Ok(Ok(())) => false,
-            Ok(Err(SwitchError::Exit)) => true,
-            Ok(Err(other)) => {
-                // A greenlet that is not a task ended with an error or
-                // switched a value of another type to the hub.
-                self.report(&Failure {
-                    task_id: None,
-                    message: format!("unexpected switch into the hub: {other}"),
-                });
-                false
-            }
-            Err(payload) => {
-                // Tasks catch their own panics; this one escaped a greenlet
-                // that is not a task and whose parent is the hub.
-                self.report(&Failure::callback_panic(&*payload));
-                false
-            }
+            Ok(Err(e)) => self.switch_failed(e),
+            Err(payload) => self.resume_panicked(payload),
         }
+    }
+
+    /// A waiter switched back to the hub with an error: true if the hub is
+    /// asked to exit.
+    #[cold]
+    #[inline(never)]
+    fn switch_failed(&self, error: SwitchError) -> bool {
+        if let SwitchError::Exit = error {
+            return true;
+        }
+        // A greenlet that is not a task ended with an error or switched a
+        // value of another type to the hub.
+        self.report(&Failure {
+            task_id: None,
+            message: format!("unexpected switch into the hub: {error}"),
+        });
+        false
+    }
+
+    /// Tasks catch their own panics; this one escaped a greenlet that is
+    /// not a task and whose parent is the hub.
+    #[cold]
+    #[inline(never)]
+    fn resume_panicked(&self, payload: Box<dyn Any + Send>) -> bool {
+        self.report(&Failure::callback_panic(&*payload));
+        false
     }
 
     fn call(&self, f: Box<dyn FnOnce()>) {
@@ -903,8 +1163,8 @@ impl Hub {
     #[cold]
     fn loop_exit(&self) {
         let blocked = self.tasks.borrow().len;
-        let main = self.main.clone() as WaiterRef;
-        let what = main.waiter().what();
+        let main = self.main.clone();
+        let what = main.what();
         let others = if blocked == 0 {
             String::new()
         } else {
@@ -918,7 +1178,7 @@ impl Hub {
              greenlet, timer, I/O source or other thread can wake it; it would block forever"
         );
         *self.loop_exit.borrow_mut() = message.clone();
-        let generation = main.waiter().generation();
+        let generation = main.generation();
         if !self.schedule(Entry::new(main, generation), Wake::LoopExit) {
             // Main is not in a hub wait (it switched to a greenlet that then
             // blocked): raise it at main's pending switch.
@@ -959,9 +1219,11 @@ impl Hub {
                 break;
             }
             for t in tasks {
-                let previous = self.running.replace(Some(t.clone() as WaiterRef));
+                let w = t.waiter_ref().clone();
+                let id = w.greenlet_id();
+                let previous = self.set_running(Some(w), id);
                 t.shutdown_kill();
-                drop(self.running.replace(previous));
+                self.restore_running(previous);
             }
         }
         // Drop outside the borrows: dropping can run user destructors.
@@ -975,6 +1237,11 @@ impl Hub {
         drop(idle);
         let others = std::mem::take(&mut *self.others.borrow_mut());
         drop(others);
+        // Spare task records first: dropping them gives their waiters back.
+        let spare = std::mem::take(&mut *self.spare_tasks.borrow_mut());
+        drop(spare);
+        let spare = std::mem::take(&mut *self.spare_waiters.borrow_mut());
+        drop(spare);
         let tasks = std::mem::take(&mut *self.tasks.borrow_mut());
         drop(tasks);
         let sources = self.io.borrow_mut().clear();
@@ -1003,32 +1270,40 @@ pub(crate) fn wait_in(
     what: &'static str,
     deadline: Option<Instant>,
 ) -> Result<(), Interrupted> {
-    Hub::with(|hub| {
-        let (me, generation) = hub.prepare(what)?;
-        list.borrow_mut().push(Entry::new(me.clone(), generation));
-        let result = hub.park(&me, generation, deadline);
-        if result.is_err() {
-            list.borrow_mut().remove(&me, generation);
-        }
-        hub.forget_if_idle(&me);
-        result
-    })
+    Hub::current()?.wait_in(list, what, deadline)
 }
 
 /// Notifies the first live waiter of `list` (false if none, or no hub).
+#[inline]
 pub(crate) fn wake_one(list: &RefCell<WaitList>) -> bool {
     if list.borrow().is_empty() {
         return false;
     }
-    Hub::with_existing(|h| h.wake_one(list)).unwrap_or(false)
+    wake_one_in_hub(list)
+}
+
+#[inline(never)]
+fn wake_one_in_hub(list: &RefCell<WaitList>) -> bool {
+    match HUB.try_with(|cell| cell.get().cloned()) {
+        Ok(Some(hub)) => hub.wake_one(list),
+        _ => false,
+    }
 }
 
 /// Notifies every waiter of `list`.
+#[inline]
 pub(crate) fn wake_all(list: &RefCell<WaitList>) {
     if list.borrow().is_empty() {
         return;
     }
-    Hub::with_existing(|h| h.wake_all(list));
+    wake_all_in_hub(list);
+}
+
+#[inline(never)]
+fn wake_all_in_hub(list: &RefCell<WaitList>) {
+    if let Ok(Some(hub)) = HUB.try_with(|cell| cell.get().cloned()) {
+        hub.wake_all(list);
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -1056,11 +1331,12 @@ pub(crate) fn wake_all(list: &RefCell<WaitList>) {
 /// # Ok::<(), greenlet_hub::Error>(())
 /// ```
 pub fn sleep(duration: Duration) -> Result<(), Error> {
+    if duration.is_zero() {
+        return Hub::current()?.yield_now();
+    }
     Hub::with(|hub| {
         let (me, generation) = hub.prepare("sleep")?;
-        if duration.is_zero() {
-            hub.schedule(Entry::new(me.clone(), generation), Wake::Notify);
-        } else if let Some(at) = Instant::now().checked_add(duration) {
+        if let Some(at) = Instant::now().checked_add(duration) {
             let entry = Entry::new(me.clone(), generation);
             hub.timers
                 .borrow_mut()

@@ -2,14 +2,16 @@
 //! with a size limit: `spawn` waits for a free slot), with `map`, `imap`
 //! and `imap_unordered` over both.
 //!
-//! Membership is kept by completion hooks: a task leaves its group (and
-//! frees its pool slot) as it finishes, in the greenlet that finishes it.
-//! The hooks hold the group weakly, so a group and its tasks form no cycle.
+//! Membership is kept by one completion hook per task: a task frees its
+//! pool slot and leaves its group as it finishes, in the greenlet that
+//! finishes it. The hook holds the group weakly, so a group and its tasks
+//! form no cycle; members are the tasks' own records, seen typeless, so
+//! adding one allocates only that hook.
 
 use crate::error::Error;
 use crate::hub;
 use crate::semaphore::Semaphore;
-use crate::task::Task;
+use crate::task::{Task, TaskObj};
 use crate::wait::WaitList;
 use crate::waitable::{Waitable, wait};
 use std::cell::RefCell;
@@ -19,23 +21,10 @@ use std::rc::{Rc, Weak};
 use std::time::Duration;
 
 /// A task of any type, as a group sees it.
-trait Member {
-    fn id(&self) -> u64;
-    fn kill_nowait(&self);
-}
-
-impl<T: 'static> Member for Task<T> {
-    fn id(&self) -> u64 {
-        Task::id(self)
-    }
-
-    fn kill_nowait(&self) {
-        Task::kill_nowait(self);
-    }
-}
+type Member = Rc<dyn TaskObj>;
 
 struct Inner {
-    members: RefCell<Vec<Rc<dyn Member>>>,
+    members: RefCell<Vec<Member>>,
     /// Waiting for the group to be empty.
     empty: RefCell<WaitList>,
     /// A pool's free slots.
@@ -44,20 +33,29 @@ struct Inner {
 }
 
 impl Inner {
-    fn add<T: 'static>(self: &Rc<Self>, task: &Task<T>) {
+    /// Makes `task` a member until it finishes; `slot` is the pool slot it
+    /// holds, freed as it finishes (at once if it already has).
+    fn add<T: 'static>(self: &Rc<Self>, task: &Task<T>, slot: Option<Semaphore>) {
         if task.ready() {
+            if let Some(slots) = slot {
+                slots.release();
+            }
             return;
         }
-        let id = task.id();
-        self.members.borrow_mut().push(Rc::new(task.clone()));
+        let member = task.as_member();
+        self.members.borrow_mut().push(member);
         let group: Weak<Inner> = Rc::downgrade(self);
+        let id = task.id();
         task.on_done(Box::new(move || {
+            if let Some(slots) = slot {
+                slots.release();
+            }
             let Some(group) = group.upgrade() else { return };
             let removed = {
                 let mut members = group.members.borrow_mut();
                 members
                     .iter()
-                    .position(|m| m.id() == id)
+                    .position(|m| m.waiter_ref().greenlet_id() == id)
                     .map(|i| members.swap_remove(i))
             };
             drop(removed);
@@ -84,11 +82,7 @@ impl Inner {
                 return Err(e);
             }
         };
-        if let Some(slots) = &self.slots {
-            let slots = slots.clone();
-            task.on_done(Box::new(move || slots.release()));
-        }
-        self.add(&task);
+        self.add(&task, self.slots.clone());
         Ok(task)
     }
 
@@ -104,7 +98,7 @@ impl Inner {
     }
 
     fn kill(&self, timeout: Option<Duration>) -> Result<(), Error> {
-        let members: Vec<Rc<dyn Member>> = self.members.borrow().clone();
+        let members: Vec<Member> = self.members.borrow().clone();
         for m in members {
             m.kill_nowait();
         }
@@ -197,7 +191,7 @@ impl Group {
     /// # Ok::<(), greenlet_hub::Error>(())
     /// ```
     pub fn add<T: 'static>(&self, task: &Task<T>) {
-        self.inner.add(task);
+        self.inner.add(task, None);
     }
 
     /// Tasks in the group (not finished yet).

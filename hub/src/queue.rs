@@ -60,10 +60,12 @@ impl<T: 'static> Inner<T> {
         }
     }
 
+    #[inline]
     fn available(&self) -> usize {
         self.items.borrow().len() - self.reserved.get()
     }
 
+    #[inline]
     fn has_room(&self) -> bool {
         self.maxsize
             .is_none_or(|max| self.items.borrow().len() < max)
@@ -72,6 +74,7 @@ impl<T: 'static> Inner<T> {
     /// Pops the first waiting putter that is still blocked and wakes it; its
     /// item is now accepted. Stale putters met on the way (timed out, not
     /// yet resumed) are dropped with their items.
+    #[inline(never)]
     fn accept_putter(&self) -> Option<T> {
         let mut stale = Vec::new();
         let accepted = loop {
@@ -91,6 +94,7 @@ impl<T: 'static> Inner<T> {
     }
 
     /// Takes an item without waiting.
+    #[inline]
     fn try_take(&self) -> Option<T> {
         if self.available() > 0 {
             let item = self.items.borrow_mut().pop_front();
@@ -99,23 +103,37 @@ impl<T: 'static> Inner<T> {
         }
         // Every item is promised to someone (or there is no room at all, a
         // channel): take straight from the first waiting putter.
+        if self.putters.borrow().is_empty() {
+            return None;
+        }
         self.accept_putter()
     }
 
     /// A slot was freed: move the first waiting putter's item in.
+    #[inline]
     fn refill(&self) {
-        if self.has_room()
-            && !self.putters.borrow().is_empty()
-            && let Some(item) = self.accept_putter()
-        {
+        if !self.putters.borrow().is_empty() && self.has_room() {
+            self.refill_from_putter();
+        }
+    }
+
+    #[inline(never)]
+    fn refill_from_putter(&self) {
+        if let Some(item) = self.accept_putter() {
             self.items.borrow_mut().push_back(item);
         }
     }
 
+    #[inline]
     fn get(&self, timeout: Option<Duration>) -> Result<T, Error> {
         if let Some(item) = self.try_take() {
             return Ok(item);
         }
+        self.get_slow(timeout)
+    }
+
+    #[inline(never)]
+    fn get_slow(&self, timeout: Option<Duration>) -> Result<T, Error> {
         let deadline = hub::deadline(timeout)?;
         match hub::wait_in(&self.getters, "Queue::get", deadline) {
             Ok(()) => {
@@ -143,6 +161,7 @@ impl<T: 'static> Inner<T> {
     }
 
     /// Puts without waiting; gives the item back if it would have to wait.
+    #[inline]
     fn try_put(&self, item: T) -> Result<(), T> {
         if hub::wake_one(&self.getters) {
             self.items.borrow_mut().push_back(item);
@@ -156,11 +175,16 @@ impl<T: 'static> Inner<T> {
         Ok(())
     }
 
+    #[inline]
     fn put(&self, item: T, timeout: Option<Duration>) -> Result<(), Error> {
-        let item = match self.try_put(item) {
-            Ok(()) => return Ok(()),
-            Err(item) => item,
-        };
+        match self.try_put(item) {
+            Ok(()) => Ok(()),
+            Err(item) => self.put_slow(item, timeout),
+        }
+    }
+
+    #[inline(never)]
+    fn put_slow(&self, item: T, timeout: Option<Duration>) -> Result<(), Error> {
         let deadline = hub::deadline(timeout)?;
         let hub = Hub::current()?;
         let (me, generation) = hub.prepare("Queue::put")?;

@@ -43,6 +43,7 @@ impl Counter {
         }
     }
 
+    #[inline]
     fn try_acquire(&self) -> bool {
         let n = self.permits.get();
         if n > 0 {
@@ -53,10 +54,16 @@ impl Counter {
         }
     }
 
+    #[inline]
     fn acquire(&self, timeout: Option<Duration>) -> Result<(), Error> {
         if self.try_acquire() {
             return Ok(());
         }
+        self.acquire_slow(timeout)
+    }
+
+    #[inline(never)]
+    fn acquire_slow(&self, timeout: Option<Duration>) -> Result<(), Error> {
         let deadline = hub::deadline(timeout)?;
         match hub::wait_in(&self.waiters, self.what, deadline) {
             // A releaser handed us its permit.
@@ -72,12 +79,20 @@ impl Counter {
     }
 
     /// Hands the permit to the first waiter, or puts it back.
+    #[inline]
     fn give_back(&self) {
-        if !hub::wake_one(&self.waiters) {
+        if self.waiters.borrow().is_empty() || !self.hand_off() {
             self.permits.set(self.permits.get() + 1);
         }
     }
 
+    /// Gives the permit to the first live waiter; false if there is none.
+    #[inline(never)]
+    fn hand_off(&self) -> bool {
+        hub::wake_one(&self.waiters)
+    }
+
+    #[inline]
     fn release(&self) -> Result<(), Error> {
         if let Some(bound) = self.bound
             && self.permits.get() >= bound
@@ -156,6 +171,7 @@ impl Semaphore {
     /// assert!(sem.acquire(Duration::from_millis(1)).is_err());
     /// # Ok::<(), greenlet_hub::Error>(())
     /// ```
+    #[inline]
     pub fn acquire(&self, timeout: impl Into<Option<Duration>>) -> Result<(), Error> {
         self.counter.acquire(timeout.into())
     }
@@ -169,6 +185,7 @@ impl Semaphore {
     /// assert!(sem.try_acquire());
     /// assert!(!sem.try_acquire());
     /// ```
+    #[inline]
     pub fn try_acquire(&self) -> bool {
         self.counter.try_acquire()
     }
@@ -182,6 +199,7 @@ impl Semaphore {
     /// sem.release();
     /// assert_eq!(sem.available(), 1);
     /// ```
+    #[inline]
     pub fn release(&self) {
         self.counter.give_back();
     }
@@ -263,6 +281,7 @@ pub struct SemaphoreGuard<'a> {
 }
 
 impl Drop for SemaphoreGuard<'_> {
+    #[inline]
     fn drop(&mut self) {
         // Cannot be released too often: the guard holds one permit.
         self.counter.give_back();
@@ -324,6 +343,7 @@ impl BoundedSemaphore {
     /// assert_eq!(sem.available(), 0);
     /// # Ok::<(), greenlet_hub::Error>(())
     /// ```
+    #[inline]
     pub fn acquire(&self, timeout: impl Into<Option<Duration>>) -> Result<(), Error> {
         self.counter.acquire(timeout.into())
     }
@@ -337,6 +357,7 @@ impl BoundedSemaphore {
     /// assert!(sem.try_acquire());
     /// assert!(!sem.try_acquire());
     /// ```
+    #[inline]
     pub fn try_acquire(&self) -> bool {
         self.counter.try_acquire()
     }
@@ -356,6 +377,7 @@ impl BoundedSemaphore {
     /// assert!(sem.release().is_err());
     /// # Ok::<(), greenlet_hub::Error>(())
     /// ```
+    #[inline]
     pub fn release(&self) -> Result<(), Error> {
         self.counter.release()
     }
@@ -471,6 +493,7 @@ impl Lock {
     /// assert!(lock.locked());
     /// # Ok::<(), greenlet_hub::Error>(())
     /// ```
+    #[inline]
     pub fn acquire(&self, timeout: impl Into<Option<Duration>>) -> Result<(), Error> {
         self.counter.acquire(timeout.into())
     }
@@ -484,6 +507,7 @@ impl Lock {
     /// assert!(lock.try_acquire());
     /// assert!(!lock.try_acquire());
     /// ```
+    #[inline]
     pub fn try_acquire(&self) -> bool {
         self.counter.try_acquire()
     }
@@ -503,6 +527,7 @@ impl Lock {
     /// assert!(!lock.locked());
     /// # Ok::<(), greenlet_hub::Error>(())
     /// ```
+    #[inline]
     pub fn release(&self) -> Result<(), Error> {
         self.counter.release()
     }
@@ -633,6 +658,7 @@ impl RLock {
     /// assert!(lock.locked());
     /// # Ok::<(), greenlet_hub::Error>(())
     /// ```
+    #[inline]
     pub fn acquire(&self, timeout: impl Into<Option<Duration>>) -> Result<(), Error> {
         let me = greenlet::current_id();
         if self.inner.owner.get() == Some(me) {
@@ -660,6 +686,7 @@ impl RLock {
     /// lock.release()?;
     /// # Ok::<(), greenlet_hub::Error>(())
     /// ```
+    #[inline]
     pub fn release(&self) -> Result<(), Error> {
         let me = greenlet::current_id();
         if self.inner.owner.get() != Some(me) {

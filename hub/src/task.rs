@@ -1,9 +1,17 @@
 //! Tasks: greenlets spawned as children of the hub, with a handle to join,
 //! kill, link and read them (gevent's `Greenlet`).
 //!
-//! A task's record ([`TaskCell`]) holds its waiter, its greenlet, its
-//! outcome and the waiters joining it, in one allocation shared by every
-//! [`Task`] handle, the hub's ready queue and the hub's task registry.
+//! A task's record ([`TaskCell`]) holds its outcome, its completion
+//! callbacks and its waiter, shared by every [`Task`] handle and the hub's
+//! task registry; the waiter (shared with the hub's queues) holds its
+//! greenlet, the waiters joining it and its registry slot.
+//!
+//! Records are reused: when the last handle of a finished task goes, its
+//! value (if nobody took it) and its dead greenlet are dropped as before,
+//! and the record, reset, waits in the hub for the next spawn of the same
+//! type, which then allocates nothing of its own (the core pools the
+//! greenlet and its stack). A record that anything else still refers to
+//! (a queue entry, a `Timeout` owner link) is simply dropped.
 //!
 //! Invariants:
 //!
@@ -19,33 +27,43 @@
 use crate::error::Error;
 use crate::hub::{self, Failure, Hub};
 use crate::timer::Action;
-use crate::wait::{Entry, State, WaitList, Waiter, Waits, Wake};
+use crate::wait::{Entry, State, WaitList, WaiterRef, Wake};
 use greenlet::{Greenlet, GreenletExit, SwitchError};
 use std::any::Any;
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::fmt;
 use std::panic::{self, AssertUnwindSafe};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+/// The rare outcomes are boxed, so that the record stays small (cheap to
+/// make and to drop) when `T` is.
 pub(crate) enum Outcome<T> {
     Pending,
     Value(T),
     /// The value was taken by `get`.
     Taken,
-    Failed(Error),
+    Failed(Box<Error>),
     Killed,
-    Panicked {
-        payload: Option<Box<dyn Any + Send>>,
-        message: String,
-    },
+    Panicked(Box<Panic>),
+}
+
+pub(crate) struct Panic {
+    payload: Option<Box<dyn Any + Send>>,
+    message: String,
 }
 
 /// The hub's view of a task of any type.
-pub(crate) trait TaskObj: Waits {
+pub(crate) trait TaskObj {
+    /// The task's waiter record.
+    fn waiter_ref(&self) -> &WaiterRef;
+
     /// Kills the task during shutdown, from the hub: an unstarted task is
     /// dropped, a suspended one gets `GreenletExit` at its pending switch.
     fn shutdown_kill(self: Rc<Self>);
+
+    /// [`Task::kill_nowait`].
+    fn kill_nowait(self: Rc<Self>);
 }
 
 /// Internal completion hooks (a pool's slot, a group's membership).
@@ -62,23 +80,97 @@ enum Completion<T> {
     Hook(DoneHook),
 }
 
-pub(crate) struct TaskCell<T> {
-    waiter: Waiter,
-    slot: Cell<usize>,
-    outcome: RefCell<Outcome<T>>,
-    joiners: RefCell<WaitList>,
-    completions: RefCell<Vec<Completion<T>>>,
-    /// When it finished, on the hub's id clock (for `wait`'s order).
-    finished_at: Cell<u64>,
+/// The completions of a task, in order. The first lives inline, so a task
+/// with one (a pool's or group's hook) allocates no list for it.
+struct Completions<T> {
+    first: Option<Completion<T>>,
+    rest: Vec<Completion<T>>,
 }
 
-impl<T: 'static> Waits for TaskCell<T> {
-    fn waiter(&self) -> &Waiter {
-        &self.waiter
+impl<T> Completions<T> {
+    const fn new() -> Completions<T> {
+        Completions {
+            first: None,
+            rest: Vec::new(),
+        }
+    }
+
+    #[inline]
+    fn is_empty(&self) -> bool {
+        self.first.is_none() && self.rest.is_empty()
+    }
+
+    fn push(&mut self, c: Completion<T>) {
+        if self.first.is_none() && self.rest.is_empty() {
+            self.first = Some(c);
+        } else {
+            self.rest.push(c);
+        }
+    }
+
+    /// Takes them all, in order.
+    fn take(&mut self) -> impl Iterator<Item = Completion<T>> + use<T> {
+        let first = self.first.take();
+        first.into_iter().chain(std::mem::take(&mut self.rest))
+    }
+}
+
+/// The typed part of a task. The rest (its greenlet, the waiters joining
+/// it, its registry slot) is in its waiter record, which the hub reuses
+/// from one task to the next.
+pub(crate) struct TaskCell<T> {
+    /// Shared with the hub's queues (a thin `Rc`, reached without a
+    /// virtual call).
+    waiter: WaiterRef,
+    outcome: RefCell<Outcome<T>>,
+    completions: RefCell<Completions<T>>,
+    /// Offers the record to the hub for a later spawn once its last handle
+    /// goes (`recycle::<T>`, chosen where `T: 'static` is known).
+    recycle: fn(&Rc<TaskCell<T>>),
+}
+
+/// Hands a finished task's record, whose last handle is going, to the hub
+/// for a later spawn of the same type: its value (if nobody took it) and
+/// its dead greenlet are dropped now, as they would be with the record.
+fn recycle<T: 'static>(cell: &Rc<TaskCell<T>>) {
+    let w = &cell.waiter;
+    if !w.task.done.get()
+        || Rc::weak_count(cell) != 0
+        || Rc::strong_count(w) != 1
+        || Rc::weak_count(w) != 0
+        || !cell.completions.borrow().is_empty()
+    {
+        return;
+    }
+    drop(w.take_greenlet());
+    let outcome = std::mem::replace(&mut *cell.outcome.borrow_mut(), Outcome::Pending);
+    drop(outcome);
+    if w.reset_for_reuse() {
+        Hub::with_existing(|hub| hub.keep_spare_task(cell.clone()));
+    }
+}
+
+impl<T> Drop for TaskCell<T> {
+    fn drop(&mut self) {
+        // Nothing else refers to a finished task's waiter once its record
+        // goes (the record's greenlet, dead or never run, is dropped
+        // first): the hub keeps it for the next spawn.
+        if Rc::strong_count(&self.waiter) == 1 {
+            drop(self.waiter.take_greenlet());
+            Hub::with_existing(|hub| hub.recycle_waiter(&self.waiter));
+        }
     }
 }
 
 impl<T: 'static> TaskObj for TaskCell<T> {
+    fn waiter_ref(&self) -> &WaiterRef {
+        &self.waiter
+    }
+
+    fn kill_nowait(self: Rc<Self>) {
+        self.ask_to_exit();
+    }
+
     fn shutdown_kill(self: Rc<Self>) {
         if self.waiter.state() == State::Dead {
             return;
@@ -96,23 +188,37 @@ impl<T: 'static> TaskObj for TaskCell<T> {
 }
 
 impl<T: 'static> TaskCell<T> {
+    #[inline]
     fn is_ready(&self) -> bool {
-        !matches!(*self.outcome.borrow(), Outcome::Pending)
+        self.waiter.task.done.get()
     }
 
     /// Stores the outcome and tells everyone: joiners, links, hooks.
     fn complete(self: &Rc<Self>, outcome: Outcome<T>) {
-        *self.outcome.borrow_mut() = outcome;
+        let previous = std::mem::replace(&mut *self.outcome.borrow_mut(), outcome);
+        // Completed once: what was there is `Pending`, which owns nothing.
+        match previous {
+            Outcome::Pending => std::mem::forget(previous),
+            other => drop(other),
+        }
+        let task = &self.waiter.task;
+        task.done.set(true);
         self.waiter.invalidate(State::Dead);
         Hub::with_existing(|hub| {
-            self.finished_at.set(hub.next_id());
-            hub.unregister_task(self.slot.get());
-            hub.wake_all(&self.joiners);
+            task.finished_at.set(hub.next_id());
+            hub.unregister_task(task.slot.get());
+            hub.wake_all(&task.joiners);
         });
         if self.completions.borrow().is_empty() {
             return;
         }
-        let completions = std::mem::take(&mut *self.completions.borrow_mut());
+        self.run_completions();
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn run_completions(self: &Rc<Self>) {
+        let completions = self.completions.borrow_mut().take();
         for c in completions {
             match c {
                 Completion::Hook(hook) => hook(),
@@ -122,6 +228,12 @@ impl<T: 'static> TaskCell<T> {
                 }
             }
         }
+    }
+
+    #[inline(never)]
+    fn join_unfinished(&self, timeout: Option<Duration>) -> Result<(), Error> {
+        let deadline = hub::deadline(timeout)?;
+        hub::wait_in(&self.waiter.task.joiners, "Task::join", deadline).map_err(|i| i.error)
     }
 
     fn kill_unstarted(self: &Rc<Self>) {
@@ -134,13 +246,27 @@ impl<T: 'static> TaskCell<T> {
         self.complete(Outcome::Killed);
     }
 
+    fn is_current(&self) -> bool {
+        self.waiter.state() == State::Active
+            && self.waiter.is_started()
+            && greenlet::current_id() == self.waiter.greenlet_id()
+    }
+
+    fn ask_to_exit(self: &Rc<Self>) {
+        if !self.is_current() {
+            self.request_kill();
+        } else {
+            self.waiter.request_kill_later();
+        }
+    }
+
     fn request_kill(self: &Rc<Self>) {
         let w = &self.waiter;
         match w.state() {
             State::Dead => {}
             _ if !w.is_started() => self.kill_unstarted(),
             State::Blocked => {
-                let entry = Entry::new(self.clone(), w.generation());
+                let entry = Entry::new(w.clone(), w.generation());
                 Hub::with_existing(|hub| hub.schedule(entry, Wake::Kill));
             }
             State::Scheduled | State::Active => w.request_kill_later(),
@@ -156,14 +282,14 @@ where
     let outcome = match panic::catch_unwind(AssertUnwindSafe(f)) {
         Ok(Ok(value)) => Outcome::Value(value),
         Ok(Err(Error::Exit)) => Outcome::Killed,
-        Ok(Err(e)) => Outcome::Failed(e),
+        Ok(Err(e)) => Outcome::Failed(Box::new(e)),
         Err(payload) => {
             let failure = Failure::task_panic(cell.waiter.greenlet_id(), &*payload);
             Hub::with_existing(|hub| hub.report(&failure));
-            Outcome::Panicked {
+            Outcome::Panicked(Box::new(Panic {
                 payload: Some(payload),
                 message: failure.message().to_owned(),
-            }
+            }))
         }
     };
     cell.complete(outcome);
@@ -183,24 +309,25 @@ where
     T: 'static,
     F: FnOnce() -> Result<T, Error> + 'static,
 {
-    let cell = Rc::new(TaskCell {
-        waiter: Waiter::new(None, State::Active),
-        slot: Cell::new(usize::MAX),
-        outcome: RefCell::new(Outcome::Pending),
-        joiners: RefCell::new(WaitList::default()),
-        completions: RefCell::new(Vec::new()),
-        finished_at: Cell::new(0),
-    });
+    let cell = match hub.spare_task::<TaskCell<T>>() {
+        Some(cell) => cell,
+        None => Rc::new(TaskCell {
+            waiter: hub.task_waiter(),
+            outcome: RefCell::new(Outcome::Pending),
+            completions: RefCell::new(Completions::new()),
+            recycle: recycle::<T>,
+        }),
+    };
     let body_cell = cell.clone();
     let g = Greenlet::builder()
         .parent(hub.greenlet())
         .spawn(move |_: Wake| run_body(body_cell, f))?;
     cell.waiter.set_greenlet(g);
-    cell.slot.set(hub.register_task(cell.clone()));
+    cell.waiter.task.slot.set(hub.register_task(cell.clone()));
     // An unstarted task waits for its start like any wait, so a kill or
     // shutdown makes every entry of it stale.
     let generation = cell.waiter.begin("start");
-    let entry = Entry::new(cell.clone(), generation);
+    let entry = Entry::new(cell.waiter.clone(), generation);
     match (delayed, start) {
         (false, _) => {
             hub.schedule(entry, Wake::Start);
@@ -329,6 +456,15 @@ pub struct Task<T> {
     cell: Rc<TaskCell<T>>,
 }
 
+impl<T> Drop for Task<T> {
+    #[inline]
+    fn drop(&mut self) {
+        if Rc::strong_count(&self.cell) == 1 {
+            (self.cell.recycle)(&self.cell);
+        }
+    }
+}
+
 impl<T> Clone for Task<T> {
     fn clone(&self) -> Self {
         Task {
@@ -345,7 +481,7 @@ impl<T: 'static> fmt::Debug for Task<T> {
             Outcome::Value(_) | Outcome::Taken => "successful",
             Outcome::Failed(_) => "failed",
             Outcome::Killed => "killed",
-            Outcome::Panicked { .. } => "panicked",
+            Outcome::Panicked(_) => "panicked",
         };
         f.debug_struct("Task")
             .field("id", &self.id())
@@ -380,6 +516,7 @@ impl<T: 'static> Task<T> {
     /// assert!(t.ready());
     /// # Ok::<(), greenlet_hub::Error>(())
     /// ```
+    #[inline]
     pub fn ready(&self) -> bool {
         self.cell.is_ready()
     }
@@ -416,9 +553,9 @@ impl<T: 'static> Task<T> {
     /// ```
     pub fn error(&self) -> Option<Error> {
         match &*self.cell.outcome.borrow() {
-            Outcome::Failed(e) => Some(e.clone()),
+            Outcome::Failed(e) => Some((**e).clone()),
             Outcome::Killed => Some(Error::Killed),
-            Outcome::Panicked { message, .. } => Some(Error::Panicked(message.clone())),
+            Outcome::Panicked(p) => Some(Error::Panicked(p.message.clone())),
             _ => None,
         }
     }
@@ -444,12 +581,12 @@ impl<T: 'static> Task<T> {
     /// t.kill(None)?;
     /// # Ok::<(), Error>(())
     /// ```
+    #[inline]
     pub fn join(&self, timeout: impl Into<Option<Duration>>) -> Result<(), Error> {
         if self.ready() {
             return Ok(());
         }
-        let deadline = hub::deadline(timeout.into())?;
-        hub::wait_in(&self.cell.joiners, "Task::join", deadline).map_err(|i| i.error)
+        self.cell.join_unfinished(timeout.into())
     }
 
     /// Waits for the task and returns its value, moving it out of the task.
@@ -482,10 +619,13 @@ impl<T: 'static> Task<T> {
                 _ => unreachable!("matched a value"),
             },
             Outcome::Taken => Err(Error::ValueTaken),
-            Outcome::Failed(e) => Err(e.clone()),
+            Outcome::Failed(e) => Err((**e).clone()),
             Outcome::Killed => Err(Error::Killed),
-            Outcome::Panicked { payload, message } => {
-                let payload = payload.take().unwrap_or_else(|| Box::new(message.clone()));
+            Outcome::Panicked(p) => {
+                let payload = p
+                    .payload
+                    .take()
+                    .unwrap_or_else(|| Box::new(p.message.clone()));
                 drop(outcome);
                 panic::resume_unwind(payload)
             }
@@ -538,17 +678,16 @@ impl<T: 'static> Task<T> {
     /// assert!(t.ready());
     /// ```
     pub fn kill_nowait(&self) {
-        if !self.is_current() {
-            self.cell.request_kill();
-        } else {
-            self.cell.waiter.request_kill_later();
-        }
+        self.cell.ask_to_exit();
     }
 
     fn is_current(&self) -> bool {
-        self.cell.waiter.state() == State::Active
-            && self.cell.waiter.is_started()
-            && greenlet::current_id() == self.id()
+        self.cell.is_current()
+    }
+
+    /// The task as its group sees it (the same record, typeless).
+    pub(crate) fn as_member(&self) -> Rc<dyn TaskObj> {
+        self.cell.clone()
     }
 
     /// Calls `callback` with this task in the hub once it has finished (at
@@ -605,11 +744,11 @@ impl<T: 'static> crate::waitable::sealed::Sealed for Task<T> {
     }
 
     fn waiters(&self) -> &RefCell<WaitList> {
-        &self.cell.joiners
+        &self.cell.waiter.task.joiners
     }
 
     fn ready_order(&self) -> u64 {
-        self.cell.finished_at.get()
+        self.cell.waiter.task.finished_at.get()
     }
 }
 
@@ -688,4 +827,125 @@ pub fn killall<T: 'static>(
         return Err(Error::Exit);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    //! Reuse of task records: a record (and its waiter) serves the next
+    //! spawn of its type once its last handle is gone, and nothing of the
+    //! finished task leaks into the next one.
+
+    use super::{Task, spawn};
+    use crate::{Error, Event, Timeout, sleep};
+    use std::cell::Cell;
+    use std::rc::Rc;
+    use std::time::Duration;
+
+    /// Counts its drops.
+    struct Tracked(Rc<Cell<u32>>);
+
+    impl Drop for Tracked {
+        fn drop(&mut self) {
+            self.0.set(self.0.get() + 1);
+        }
+    }
+
+    #[test]
+    fn a_value_nobody_took_is_dropped_with_the_last_handle_and_the_record_starts_fresh() {
+        let drops = Rc::new(Cell::new(0));
+        let d = drops.clone();
+        let first = spawn(move || Ok(Tracked(d)));
+        let second = first.clone();
+        first.join(None).unwrap();
+        drop(first);
+        assert_eq!(drops.get(), 0, "another handle still refers to the task");
+        assert!(second.successful());
+        drop(second);
+        assert_eq!(drops.get(), 1, "the last handle drops the value");
+        // The next task of this type reuses the record: it starts unfinished
+        // and ends with its own value.
+        let go = Event::new();
+        let g = go.clone();
+        let d = drops.clone();
+        let next = spawn(move || {
+            g.wait(None)?;
+            Ok(Tracked(d))
+        });
+        assert!(!next.ready());
+        assert!(next.error().is_none());
+        assert!(matches!(next.join(Duration::ZERO), Err(Error::TimedOut)));
+        sleep(Duration::ZERO).unwrap();
+        assert!(!next.ready(), "it waits for the event");
+        go.set();
+        let value = next.get(None).unwrap();
+        assert!(next.ready() && next.successful());
+        assert_eq!(drops.get(), 1);
+        drop(value);
+        assert_eq!(drops.get(), 2);
+    }
+
+    #[test]
+    fn a_killed_or_failed_task_leaves_nothing_to_the_next_one() {
+        for _ in 0..3 {
+            let never = Event::new();
+            let n = never.clone();
+            let killed: Task<u8> = spawn(move || {
+                n.wait(None)?;
+                Ok(1)
+            });
+            sleep(Duration::ZERO).unwrap();
+            killed.kill(None).unwrap();
+            assert!(matches!(killed.error(), Some(Error::Killed)));
+            drop(killed);
+            // A kill that arrives once the task is woken stays pending; this
+            // task ends without blocking again, so it is never raised.
+            let go = Event::new();
+            let g = go.clone();
+            let pending: Task<u8> = spawn(move || {
+                g.wait(None)?;
+                Ok(2)
+            });
+            sleep(Duration::ZERO).unwrap();
+            go.set();
+            pending.kill_nowait();
+            assert_eq!(pending.get(None).unwrap(), 2);
+            drop(pending);
+            let failed: Task<u8> = spawn(|| Err(Error::Empty));
+            failed.join(None).unwrap();
+            assert!(matches!(failed.error(), Some(Error::Empty)));
+            drop(failed);
+            let fine: Task<u8> = spawn(|| {
+                sleep(Duration::ZERO)?;
+                Ok(3)
+            });
+            assert_eq!(fine.get(None).unwrap(), 3);
+            assert!(fine.successful());
+        }
+    }
+
+    #[test]
+    fn a_task_with_a_scope_and_joiners_hands_on_a_clean_waiter() {
+        for round in 0..3 {
+            let t: Task<u32> = spawn(move || {
+                let _scope = Timeout::new(Duration::from_secs(60));
+                sleep(Duration::ZERO)?;
+                Ok(round)
+            });
+            let joiner = {
+                let t = t.clone();
+                spawn(move || t.get(None))
+            };
+            assert_eq!(joiner.get(None).unwrap(), round);
+            drop(joiner);
+            drop(t);
+            // Nothing pending is inherited: a zero sleep is not interrupted
+            // and the task ends normally.
+            let next: Task<u32> = spawn(|| {
+                sleep(Duration::ZERO)?;
+                Ok(7)
+            });
+            assert_eq!(next.get(None).unwrap(), 7);
+        }
+        assert_eq!(crate::stats().tasks, 0);
+    }
 }

@@ -1,7 +1,7 @@
 //! Waiters: how a blocked greenlet is recorded, woken and resumed.
 //!
 //! Every greenlet that blocks through the hub has a [`Waiter`]: a task's is
-//! part of its task record, main's and other greenlets' are kept by the hub.
+//! owned by its task record, main's and other greenlets' are kept by the hub.
 //! A blocking call:
 //!
 //! 1. starts a *wait*: bumps the waiter's generation and marks it
@@ -23,6 +23,9 @@
 //!   popping a list, the hub popping its ready queue or timer heap) drops it.
 //! - A kill or a scope timeout that cannot be delivered because the waiter
 //!   is not blocked is remembered and raised at its next blocking call.
+//! - Generations only grow, also across the reuse of a task's waiter for
+//!   the next task (which happens only once nothing refers to it), so an
+//!   entry can never become live again.
 
 use crate::timeout::ScopeState;
 use greenlet::Greenlet;
@@ -79,6 +82,22 @@ pub(crate) struct Waiter {
     /// Kept by the hub only while it waits or has a scope (a greenlet that
     /// is neither main nor a task).
     transient: Cell<bool>,
+    /// What the hub knows of a task (unused for main and other greenlets).
+    pub(crate) task: TaskPart,
+}
+
+/// The untyped part of a task's record, kept in its waiter so that the hub
+/// reuses it from one task to the next.
+#[derive(Default)]
+pub(crate) struct TaskPart {
+    /// Its slot in the hub's registry.
+    pub(crate) slot: Cell<usize>,
+    /// Set once its outcome is final.
+    pub(crate) done: Cell<bool>,
+    /// When it finished, on the hub's id clock (for `wait`'s order).
+    pub(crate) finished_at: Cell<u64>,
+    /// The greenlets joining it.
+    pub(crate) joiners: RefCell<WaitList>,
 }
 
 impl Waiter {
@@ -95,6 +114,10 @@ impl Waiter {
             kill_pending: Cell::new(false),
             scopes: RefCell::new(Vec::new()),
             transient: Cell::new(false),
+            task: TaskPart {
+                slot: Cell::new(usize::MAX),
+                ..TaskPart::default()
+            },
         }
     }
 
@@ -110,10 +133,31 @@ impl Waiter {
         self.transient.get()
     }
 
-    #[inline]
+    #[inline(always)]
     pub(crate) fn set_greenlet(&self, g: Greenlet) {
         self.greenlet_id.set(g.id());
         *self.greenlet.borrow_mut() = Some(g);
+    }
+
+    /// Makes this record ready to serve another task (`Active`, not done,
+    /// no kill pending; the generation keeps counting), if it can: it must
+    /// hold no greenlet, no scope and no joiner, and not be transient.
+    /// False (and nothing changed) if it cannot.
+    #[inline(always)]
+    pub(crate) fn reset_for_reuse(&self) -> bool {
+        if self.greenlet.borrow().is_some()
+            || !self.scopes.borrow().is_empty()
+            || !self.task.joiners.borrow().is_empty()
+            || self.is_transient()
+        {
+            return false;
+        }
+        self.state.set(State::Active);
+        self.kill_pending.set(false);
+        self.task.done.set(false);
+        self.task.finished_at.set(0);
+        self.task.slot.set(usize::MAX);
+        true
     }
 
     #[inline]
@@ -199,6 +243,13 @@ impl Waiter {
         true
     }
 
+    /// Whether a kill is pending or a `Timeout` scope is active: the rare
+    /// case a blocking call must look at before it waits.
+    #[inline]
+    pub(crate) fn has_pending(&self) -> bool {
+        self.kill_pending.get() || !self.scopes.borrow().is_empty()
+    }
+
     #[inline]
     pub(crate) fn request_kill_later(&self) {
         self.kill_pending.set(true);
@@ -210,21 +261,30 @@ impl Waiter {
     }
 }
 
-/// Anything with a waiter: a task record, or a bare waiter (main, other
-/// greenlets). The hub's queues hold `Rc<dyn Waits>`, so a task's waiter
-/// shares the task's allocation.
+/// Anything that leads to a waiter record. Records are shared as
+/// [`WaiterRef`] (a thin `Rc<Waiter>`: no virtual call to reach the fields
+/// on the hot paths); the trait lets code that keeps a `Weak<dyn Waits>`
+/// (a `Timeout` scope's owner) turn it back into one.
 pub(crate) trait Waits: 'static {
     fn waiter(&self) -> &Waiter;
+    fn into_waiter(self: Rc<Self>) -> WaiterRef;
 }
 
 impl Waits for Waiter {
-    #[inline]
+    #[inline(always)]
     fn waiter(&self) -> &Waiter {
+        self
+    }
+
+    #[inline(always)]
+    fn into_waiter(self: Rc<Self>) -> WaiterRef {
         self
     }
 }
 
-pub(crate) type WaiterRef = Rc<dyn Waits>;
+/// A shared waiter record: a task's (owned by its task record), main's or
+/// another greenlet's (kept by the hub).
+pub(crate) type WaiterRef = Rc<Waiter>;
 
 /// One registration of one wait.
 pub(crate) struct Entry {
@@ -233,16 +293,18 @@ pub(crate) struct Entry {
 }
 
 impl Entry {
-    #[inline]
-    pub(crate) fn new(who: WaiterRef, generation: u64) -> Entry {
-        Entry { who, generation }
+    #[inline(always)]
+    pub(crate) fn new<W: Waits + ?Sized>(who: Rc<W>, generation: u64) -> Entry {
+        Entry {
+            who: who.into_waiter(),
+            generation,
+        }
     }
 
     /// Whether this entry's wait is still blocked (wakeable).
     #[inline]
     pub(crate) fn is_live(&self) -> bool {
-        let w = self.who.waiter();
-        w.generation() == self.generation && w.state() == State::Blocked
+        self.who.generation() == self.generation && self.who.state() == State::Blocked
     }
 
     #[inline]
@@ -251,34 +313,48 @@ impl Entry {
     }
 }
 
+#[inline]
 pub(crate) fn same_waiter(a: &WaiterRef, b: &WaiterRef) -> bool {
-    std::ptr::addr_eq(Rc::as_ptr(a), Rc::as_ptr(b))
+    Rc::ptr_eq(a, b)
 }
 
-/// A FIFO of entries. The first entry lives inline, so a primitive with one
-/// waiter at a time (the common join) never allocates.
+/// A FIFO of entries. The first entry lives inline and the others in a
+/// queue made on the first overflow, so a primitive with one waiter at a
+/// time (the common join) neither allocates nor pays for an empty queue's
+/// drop.
 ///
 /// `pub` only so that the sealed [`Waitable`](crate::Waitable) trait can
 /// name it; the module is private.
 #[derive(Default)]
 pub struct WaitList {
+    /// The oldest entry, unless `rest` holds older ones (`first` is only
+    /// refilled when `rest` is empty, so order is kept).
     first: Option<Entry>,
-    rest: VecDeque<Entry>,
+    rest: Option<VecDeque<Entry>>,
 }
 
 impl WaitList {
     #[inline]
     pub(crate) fn push(&mut self, e: Entry) {
-        if self.first.is_none() && self.rest.is_empty() {
+        if self.first.is_none() && self.rest.as_ref().is_none_or(|r| r.is_empty()) {
             self.first = Some(e);
         } else {
-            self.rest.push_back(e);
+            self.push_rest(e);
         }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn push_rest(&mut self, e: Entry) {
+        self.rest.get_or_insert_with(Default::default).push_back(e);
     }
 
     #[inline]
     pub(crate) fn pop(&mut self) -> Option<Entry> {
-        self.first.take().or_else(|| self.rest.pop_front())
+        match self.first.take() {
+            Some(e) => Some(e),
+            None => self.rest.as_mut()?.pop_front(),
+        }
     }
 
     /// Removes the entry of this wait; false if it is not there (a waker
@@ -290,8 +366,10 @@ impl WaitList {
             return true;
         }
         // Usually the most recent entry: search from the back.
-        if let Some(i) = self.rest.iter().rposition(|e| e.is(who, generation)) {
-            self.rest.remove(i);
+        if let Some(rest) = &mut self.rest
+            && let Some(i) = rest.iter().rposition(|e| e.is(who, generation))
+        {
+            rest.remove(i);
             return true;
         }
         false
@@ -301,12 +379,12 @@ impl WaitList {
     /// owners as they resume).
     #[inline]
     pub(crate) fn len(&self) -> usize {
-        usize::from(self.first.is_some()) + self.rest.len()
+        usize::from(self.first.is_some()) + self.rest.as_ref().map_or(0, |r| r.len())
     }
 
     #[inline]
     pub(crate) fn is_empty(&self) -> bool {
-        self.first.is_none() && self.rest.is_empty()
+        self.first.is_none() && self.rest.as_ref().is_none_or(|r| r.is_empty())
     }
 
     #[inline]
