@@ -108,8 +108,33 @@ impl Class {
 
 /// A stack of at least `size` usable bytes: a pooled one of the same rounded
 /// size if there is one, otherwise one carved from a slab.
+#[inline]
 pub(crate) fn take(size: usize) -> Result<Stack, StackError> {
     let usable = checked_usable(size)?;
+    // Fast path: a free stack of the size used last.
+    let pooled = POOL
+        .try_with(|pool| {
+            let mut pool = pool.try_borrow_mut().ok()?;
+            let last = pool.last;
+            let stack = pool
+                .classes
+                .get_mut(last)
+                .filter(|c| c.usable == usable)?
+                .free
+                .pop()?;
+            pool.free_total -= 1;
+            Some(stack)
+        })
+        .ok()
+        .flatten();
+    match pooled {
+        Some(stack) => Ok(stack),
+        None => take_slow(size, usable),
+    }
+}
+
+#[cold]
+fn take_slow(size: usize, usable: usize) -> Result<Stack, StackError> {
     POOL.try_with(|pool| {
         let mut pool = pool.borrow_mut();
         if pool.limit == 0 {
@@ -132,7 +157,34 @@ pub(crate) fn take(size: usize) -> Result<Stack, StackError> {
 /// address the greenlet was seen using (0 if unknown); pages below the
 /// release threshold are given back first. If the pool is full or torn
 /// down, the stack is dropped (its slab unmapped once all its stacks are).
+#[inline]
 pub(crate) fn give_back(stack: Stack, deepest: usize) {
+    // Fast path: a shallow stack of the size used last, room in the pool.
+    let rest = POOL.try_with(|pool| {
+        let Ok(mut pool) = pool.try_borrow_mut() else {
+            return Some(stack);
+        };
+        let top = stack.top().as_ptr() as usize;
+        if pool.free_total >= pool.limit || top - deepest.min(top) > pool.release_threshold {
+            return Some(stack);
+        }
+        let last = pool.last;
+        match pool.classes.get_mut(last) {
+            Some(class) if class.usable == stack.len() => {
+                class.free.push(stack);
+                pool.free_total += 1;
+                None
+            }
+            _ => Some(stack),
+        }
+    });
+    if let Ok(Some(stack)) = rest {
+        give_back_slow(stack, deepest);
+    }
+}
+
+#[cold]
+fn give_back_slow(stack: Stack, deepest: usize) {
     let _ = POOL.try_with(|pool| {
         let mut pool = pool.borrow_mut();
         if pool.free_total >= pool.limit {
