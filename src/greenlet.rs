@@ -50,10 +50,35 @@ use std::rc::Rc;
 /// Inside the greenlet it arrives as [`SwitchError::Exit`]; a body that lets
 /// it escape ends normally and its parent sees [`SwitchError::Exited`], a
 /// value, never a panic.
+///
+/// # Examples
+///
+/// ```
+/// use greenlet::{Greenlet, GreenletExit, SwitchError};
+/// let g = Greenlet::new(|()| greenlet::parent().unwrap().switch::<(), ()>(()));
+/// g.switch::<(), ()>(())?;
+/// // Asked to exit, the body lets the request escape: the thrower sees Exited.
+/// assert!(matches!(g.throw::<_, ()>(GreenletExit), Err(SwitchError::Exited)));
+/// assert!(g.is_dead());
+/// # Ok::<(), SwitchError>(())
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct GreenletExit;
 
 /// What a pending switch can return instead of a value.
+///
+/// # Examples
+///
+/// ```
+/// use greenlet::{Greenlet, SwitchError};
+/// let g = Greenlet::new(|x: i32| Ok(x));
+/// match g.switch::<&str, i32>("not an i32") {
+///     Err(SwitchError::TypeMismatch { sent, expected }) => {
+///         assert_eq!((sent, expected), ("&str", "i32"));
+///     }
+///     other => panic!("{other:?}"),
+/// }
+/// ```
 #[non_exhaustive]
 pub enum SwitchError {
     /// This greenlet is asked to exit (its last handle was dropped, or
@@ -84,11 +109,26 @@ pub enum SwitchError {
 
 impl SwitchError {
     /// True for [`SwitchError::Exit`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert!(greenlet::SwitchError::Exit.is_exit());
+    /// assert!(!greenlet::SwitchError::Exited.is_exit());
+    /// ```
     pub fn is_exit(&self) -> bool {
         matches!(self, SwitchError::Exit)
     }
 
     /// The thrown error, if it is one of type `E`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let g = greenlet::Greenlet::new(|()| Ok(()));
+    /// let error = g.throw::<_, ()>(404u16).unwrap_err(); // unstarted: climbs to us
+    /// assert_eq!(error.thrown::<u16>(), Some(&404));
+    /// ```
     pub fn thrown<E: 'static>(&self) -> Option<&E> {
         match self {
             SwitchError::Thrown(e) => e.downcast_ref(),
@@ -145,6 +185,15 @@ impl fmt::Display for SwitchError {
 impl std::error::Error for SwitchError {}
 
 /// A greenlet could not be created, or a parent could not be set.
+///
+/// # Examples
+///
+/// ```
+/// let a = greenlet::Greenlet::new(|()| Ok(()));
+/// let e = a.set_parent(&a).unwrap_err();
+/// assert!(matches!(e, greenlet::Error::ParentCycle));
+/// assert!(e.to_string().contains("cycle"));
+/// ```
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum Error {
@@ -580,6 +629,14 @@ impl Transfer {
 }
 
 /// Trace events, as Python's greenlet names them.
+///
+/// # Examples
+///
+/// ```
+/// use greenlet::Event;
+/// assert_eq!(Event::Switch.as_str(), "switch");
+/// assert_ne!(Event::Switch, Event::Throw);
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Event {
     /// A switch, or a body returning a value to its parent.
@@ -590,6 +647,12 @@ pub enum Event {
 
 impl Event {
     /// `"switch"` or `"throw"`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert_eq!(greenlet::Event::Throw.as_str(), "throw");
+    /// ```
     pub fn as_str(self) -> &'static str {
         match self {
             Event::Switch => "switch",
@@ -1180,22 +1243,60 @@ impl Greenlet {
 
     /// True once the greenlet has been switched into (even if now dead).
     /// Main is always started.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let g = greenlet::Greenlet::new(|()| Ok(()));
+    /// assert!(!g.is_started());
+    /// g.switch::<(), ()>(())?;
+    /// assert!(g.is_started() && g.is_dead());
+    /// # Ok::<(), greenlet::SwitchError>(())
+    /// ```
     pub fn is_started(&self) -> bool {
         self.inner.state.get() != State::Unstarted
     }
 
     /// True once the body has finished (returned, failed or panicked), or
     /// the greenlet was killed before it started. Main is never dead.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let g = greenlet::Greenlet::new(|()| Ok(()));
+    /// assert!(!g.is_dead());
+    /// g.switch::<(), ()>(())?;
+    /// assert!(g.is_dead());
+    /// assert!(!greenlet::getcurrent().is_dead()); // main never is
+    /// # Ok::<(), greenlet::SwitchError>(())
+    /// ```
     pub fn is_dead(&self) -> bool {
         self.inner.state.get() == State::Dead
     }
 
     /// Started and not dead: running or suspended.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let g = greenlet::Greenlet::new(|()| greenlet::parent().unwrap().switch::<(), ()>(()));
+    /// assert!(!g.is_active());
+    /// g.switch::<(), ()>(())?; // suspended in its switch to main
+    /// assert!(g.is_active());
+    /// # Ok::<(), greenlet::SwitchError>(())
+    /// ```
     pub fn is_active(&self) -> bool {
         matches!(self.inner.state.get(), State::Running | State::Suspended)
     }
 
     /// True for a thread's main greenlet.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert!(greenlet::getcurrent().is_main());
+    /// assert!(!greenlet::Greenlet::new(|()| Ok(())).is_main());
+    /// ```
     pub fn is_main(&self) -> bool {
         self.inner.is_main()
     }
@@ -1282,12 +1383,30 @@ impl Greenlet {
     }
 
     /// A number identifying this greenlet within its thread (main is 0).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let g = greenlet::Greenlet::new(|()| Ok(()));
+    /// assert_eq!(greenlet::main_greenlet().id(), 0);
+    /// assert_ne!(g.id(), 0);
+    /// ```
     pub fn id(&self) -> u64 {
         self.inner.id
     }
 
     /// Bytes of stack in use while suspended (0 when running, unstarted with
     /// nothing but its body, or dead, and for main).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let g = greenlet::Greenlet::new(|()| greenlet::parent().unwrap().switch::<(), ()>(()));
+    /// assert_eq!(g.stack_in_use(), 0);
+    /// g.switch::<(), ()>(())?;
+    /// assert!(g.stack_in_use() > 0 && g.stack_in_use() < g.stack_size());
+    /// # Ok::<(), greenlet::SwitchError>(())
+    /// ```
     pub fn stack_in_use(&self) -> usize {
         match (self.inner.saved.get(), self.inner.state.get()) {
             (Some(sp), State::Suspended) if !self.is_main() => {
@@ -1298,6 +1417,15 @@ impl Greenlet {
     }
 
     /// Usable size of this greenlet's stack in bytes (0 for main).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let g = greenlet::Greenlet::builder().stack_size(64 * 1024).spawn(|()| Ok(()))?;
+    /// assert_eq!(g.stack_size(), 64 * 1024);
+    /// assert_eq!(greenlet::getcurrent().stack_size(), 0); // main
+    /// # Ok::<(), greenlet::Error>(())
+    /// ```
     pub fn stack_size(&self) -> usize {
         self.inner.stack_len
     }
@@ -1348,6 +1476,14 @@ fn switch_mismatch<T: 'static, R: 'static>(
 }
 
 /// A non-owning reference to a greenlet, made by [`Greenlet::downgrade`].
+///
+/// # Examples
+///
+/// ```
+/// let g = greenlet::Greenlet::new(|()| Ok(()));
+/// let weak: greenlet::WeakGreenlet = g.downgrade();
+/// assert!(weak.upgrade().is_some());
+/// ```
 #[derive(Clone)]
 pub struct WeakGreenlet {
     inner: std::rc::Weak<Inner>,
@@ -1355,6 +1491,13 @@ pub struct WeakGreenlet {
 
 impl WeakGreenlet {
     /// A handle to the greenlet, if any handle to it still exists.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let weak = greenlet::Greenlet::new(|()| Ok(())).downgrade();
+    /// assert!(weak.upgrade().is_none()); // the only handle was a temporary
+    /// ```
     pub fn upgrade(&self) -> Option<Greenlet> {
         self.inner.upgrade().map(|inner| Greenlet { inner })
     }
@@ -1677,6 +1820,16 @@ pub fn gettrace() -> Option<Tracer> {
 }
 
 /// A trace callback: `(event, origin, target)`.
+///
+/// # Examples
+///
+/// ```
+/// let tracer: greenlet::Tracer = std::rc::Rc::new(|event, origin, target| {
+///     println!("{} from {} to {}", event.as_str(), origin.id(), target.id());
+/// });
+/// greenlet::settrace(Some(tracer));
+/// greenlet::settrace(None);
+/// ```
 pub type Tracer = Rc<dyn Fn(Event, &Greenlet, &Greenlet)>;
 
 // ---------------------------------------------------------------------------
@@ -1705,6 +1858,14 @@ pub struct Builder {
 impl Builder {
     /// Default stack size ([`DEFAULT_STACK_SIZE`]), the current greenlet as
     /// parent.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let g = greenlet::Builder::new().spawn(|x: u8| Ok(x + 1))?;
+    /// assert_eq!(g.switch::<u8, u8>(1)?, 2);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn new() -> Builder {
         Builder::default()
     }
@@ -1712,12 +1873,30 @@ impl Builder {
     /// Usable stack bytes, rounded up to whole pages; between
     /// [`MIN_STACK_SIZE`](crate::stack::MIN_STACK_SIZE) and
     /// [`MAX_STACK_SIZE`](crate::stack::MAX_STACK_SIZE).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let g = greenlet::Builder::new().stack_size(20_000).spawn(|()| Ok(()))?;
+    /// assert!(g.stack_size() >= 20_000); // whole pages
+    /// assert!(greenlet::Builder::new().stack_size(1024).spawn(|()| Ok(())).is_err());
+    /// # Ok::<(), greenlet::Error>(())
+    /// ```
     pub fn stack_size(mut self, bytes: usize) -> Builder {
         self.stack_size = Some(bytes);
         self
     }
 
     /// The greenlet that receives the new one's return value.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let p = greenlet::Greenlet::new(|()| Ok(()));
+    /// let g = greenlet::Builder::new().parent(&p).spawn(|()| Ok(()))?;
+    /// assert_eq!(g.parent(), Some(p));
+    /// # Ok::<(), greenlet::Error>(())
+    /// ```
     pub fn parent(mut self, parent: &Greenlet) -> Builder {
         self.parent = Some(parent.clone());
         self
@@ -1729,6 +1908,14 @@ impl Builder {
     ///
     /// [`Error::Stack`] if the stack size is out of range or the stack
     /// cannot be mapped; the message names the cause and what to raise.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let g = greenlet::Builder::new().spawn(|s: String| Ok(s.len()))?;
+    /// assert_eq!(g.switch::<String, usize>("four".into())?, 4);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn spawn<A, O, F>(self, body: F) -> Result<Greenlet, Error>
     where
         A: 'static,

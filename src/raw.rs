@@ -20,18 +20,47 @@ use core::ptr::NonNull;
 /// `data` pointer given to [`init_stack`]. It must never return: when its work
 /// is done it switches away for the last time. It must not unwind either:
 /// there is no frame above it to unwind into (catch panics inside it).
+///
+/// # Examples
+///
+/// ```
+/// use greenlet::raw::Entry;
+/// unsafe extern "C" fn entry(_arg: usize, _data: *mut u8) -> ! {
+///     unreachable!("never started in this example")
+/// }
+/// let _: Entry = entry;
+/// ```
 pub type Entry = unsafe extern "C" fn(arg: usize, data: *mut u8) -> !;
 
 /// A suspended context: the stack pointer at which its saved frame sits.
 ///
 /// `Option<StackPointer>` has the size and representation of a raw pointer
 /// (`None` is null), which is what [`switch`] writes through its `save` slot.
+///
+/// # Examples
+///
+/// ```
+/// use greenlet::raw::StackPointer;
+/// // The save slot of a switch has the layout of a raw pointer.
+/// assert_eq!(size_of::<Option<StackPointer>>(), size_of::<*mut u8>());
+/// ```
 #[repr(transparent)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct StackPointer(NonNull<u8>);
 
 impl StackPointer {
     /// The address of the saved frame.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// unsafe extern "C" fn entry(_: usize, _: *mut u8) -> ! { unreachable!() }
+    /// let stack = greenlet::stack::Stack::new(64 * 1024).unwrap();
+    /// // SAFETY: a fresh stack, never switched to here.
+    /// let sp = unsafe { greenlet::raw::init_stack(stack.top().as_ptr(), entry, std::ptr::null_mut()) };
+    /// assert!((sp.as_ptr() as usize) < stack.top().as_ptr() as usize);
+    /// assert_eq!(sp.as_ptr() as usize % 16, 0);
+    /// ```
     pub fn as_ptr(self) -> *mut u8 {
         self.0.as_ptr()
     }
@@ -103,6 +132,31 @@ pub unsafe fn init_stack(top: *mut u8, entry: Entry, data: *mut u8) -> StackPoin
 /// - `save` is valid for writes until the context saved there is resumed,
 ///   and whoever resumes it reads it from there;
 /// - no frame of the current context is unwound while it is suspended.
+///
+/// # Examples
+///
+/// ```
+/// use greenlet::raw::{self, StackPointer};
+///
+/// unsafe extern "C" fn echo(mut arg: usize, data: *mut u8) -> ! {
+///     let slots = data.cast::<[Option<StackPointer>; 2]>();
+///     loop {
+///         // SAFETY: slot 0 holds the suspended main context, resumed once.
+///         arg = unsafe { raw::switch(arg + 1, (*slots)[0].unwrap(), &raw mut (*slots)[1]) };
+///     }
+/// }
+///
+/// let stack = greenlet::stack::Stack::new(64 * 1024).unwrap();
+/// let mut slots: [Option<StackPointer>; 2] = [None, None];
+/// // SAFETY: `stack` and `slots` outlive every switch below; `echo` never returns.
+/// unsafe {
+///     slots[1] = Some(raw::init_stack(stack.top().as_ptr(), echo, (&raw mut slots).cast()));
+///     for i in 0..3 {
+///         let to = slots[1].take().unwrap();
+///         assert_eq!(raw::switch(i, to, &raw mut slots[0]), i + 1);
+///     }
+/// }
+/// ```
 pub unsafe fn switch(arg: usize, to: StackPointer, save: *mut Option<StackPointer>) -> usize {
     // SAFETY: the caller upholds the asm contract stated above; the save slot
     // has the layout of a raw pointer, which is what the asm writes.
@@ -111,6 +165,12 @@ pub unsafe fn switch(arg: usize, to: StackPointer, save: *mut Option<StackPointe
 
 /// The smallest stack region [`init_stack`] accepts: the initial frame plus
 /// room for the entry function's first frames.
+///
+/// # Examples
+///
+/// ```
+/// assert!(greenlet::raw::min_stack_size() >= 4096);
+/// ```
 pub const fn min_stack_size() -> usize {
     INITIAL_FRAME_SIZE + 4096
 }

@@ -37,10 +37,26 @@ use std::string::{String, ToString};
 /// A panic hook that prints a backtrace (`RUST_BACKTRACE=1`) needs about
 /// 32 KiB of stack by itself; on a smaller stack it overflows, which is
 /// reported as a greenlet stack overflow.
+///
+/// # Examples
+///
+/// ```
+/// use greenlet::stack::{MIN_STACK_SIZE, Stack};
+/// assert!(Stack::new(MIN_STACK_SIZE).is_ok());
+/// assert!(Stack::new(MIN_STACK_SIZE - 1).is_err());
+/// ```
 pub const MIN_STACK_SIZE: usize = 16 * 1024;
 
 /// The largest usable size a greenlet stack may be given (1 TiB of address
 /// space); anything above is almost certainly a unit mistake.
+///
+/// # Examples
+///
+/// ```
+/// use greenlet::stack::{MAX_STACK_SIZE, Stack, StackErrorKind};
+/// let e = Stack::new(MAX_STACK_SIZE + 1).unwrap_err();
+/// assert_eq!(e.kind(), StackErrorKind::InvalidSize);
+/// ```
 pub const MAX_STACK_SIZE: usize = 1 << 40;
 
 /// `MADV_GUARD_INSTALL` from `<linux/mman.h>` (Linux 6.13), which the `libc`
@@ -65,6 +81,13 @@ pub(crate) fn slab_count() -> usize {
 }
 
 /// The size of a virtual-memory page, queried from the OS once.
+///
+/// # Examples
+///
+/// ```
+/// let page = greenlet::stack::page_size();
+/// assert!(page.is_power_of_two() && page >= 4096);
+/// ```
 pub fn page_size() -> usize {
     static PAGE: AtomicUsize = AtomicUsize::new(0);
     let cached = PAGE.load(Ordering::Relaxed);
@@ -82,6 +105,16 @@ pub fn page_size() -> usize {
 }
 
 /// How guard regions are installed in this process.
+///
+/// # Examples
+///
+/// ```
+/// use greenlet::stack::{GuardKind, guard_kind};
+/// match guard_kind() {
+///     GuardKind::Madvise => println!("guard markers: no mapping per stack"),
+///     GuardKind::Mprotect => println!("mprotect guards: two mappings per stack"),
+/// }
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum GuardKind {
     /// `madvise(MADV_GUARD_INSTALL)`: no extra mapping per stack.
@@ -347,6 +380,14 @@ impl Stack {
     }
 
     /// One past the highest usable byte: where a fresh context's frame goes.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let s = greenlet::stack::Stack::new(64 * 1024)?;
+    /// assert_eq!(s.top().as_ptr() as usize - s.bottom(), s.len());
+    /// # Ok::<(), greenlet::stack::StackError>(())
+    /// ```
     pub fn top(&self) -> NonNull<u8> {
         let offset = (self.slot + 1) * self.slab.stride;
         // SAFETY: the end of a slot is at most one past the end of the
@@ -356,21 +397,53 @@ impl Stack {
     }
 
     /// The lowest usable byte, just above the guard.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let s = greenlet::stack::Stack::new(64 * 1024)?;
+    /// assert_eq!(s.bottom(), s.guard().end);
+    /// # Ok::<(), greenlet::stack::StackError>(())
+    /// ```
     pub fn bottom(&self) -> usize {
         self.base() + self.slab.guard_len
     }
 
     /// The usable size in bytes (whole pages).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let s = greenlet::stack::Stack::new(20_000)?;
+    /// assert_eq!(s.len() % greenlet::stack::page_size(), 0);
+    /// assert!(s.len() >= 20_000);
+    /// # Ok::<(), greenlet::stack::StackError>(())
+    /// ```
     pub fn len(&self) -> usize {
         self.slab.stride - self.slab.guard_len
     }
 
     /// Always false: a stack has at least [`MIN_STACK_SIZE`] usable bytes.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert!(!greenlet::stack::Stack::new(64 * 1024)?.is_empty());
+    /// # Ok::<(), greenlet::stack::StackError>(())
+    /// ```
     pub fn is_empty(&self) -> bool {
         false
     }
 
     /// The guard region's address range, `start..end`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let s = greenlet::stack::Stack::new(64 * 1024)?;
+    /// assert!(s.guard().len() >= greenlet::stack::page_size());
+    /// # Ok::<(), greenlet::stack::StackError>(())
+    /// ```
     pub fn guard(&self) -> core::ops::Range<usize> {
         self.base()..self.bottom()
     }
@@ -417,6 +490,13 @@ pub(crate) fn checked_usable(size: usize) -> Result<usize, StackError> {
 }
 
 /// What went wrong when making a stack.
+///
+/// # Examples
+///
+/// ```
+/// use greenlet::stack::{Stack, StackErrorKind};
+/// assert_eq!(Stack::new(0).unwrap_err().kind(), StackErrorKind::InvalidSize);
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum StackErrorKind {
@@ -431,6 +511,13 @@ pub enum StackErrorKind {
 }
 
 /// A stack could not be made. The message says why and what to change.
+///
+/// # Examples
+///
+/// ```
+/// let e = greenlet::stack::Stack::new(0).unwrap_err();
+/// assert!(e.to_string().contains("out of range"));
+/// ```
 #[derive(Debug)]
 pub struct StackError {
     kind: StackErrorKind,
@@ -444,11 +531,25 @@ impl StackError {
     }
 
     /// What went wrong.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let e = greenlet::stack::Stack::new(1).unwrap_err();
+    /// assert_eq!(e.kind(), greenlet::stack::StackErrorKind::InvalidSize);
+    /// ```
     pub fn kind(&self) -> StackErrorKind {
         self.kind
     }
 
     /// The OS error, when the kernel refused.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// // A size error is ours, not the kernel's.
+    /// assert!(greenlet::stack::Stack::new(1).unwrap_err().os_error().is_none());
+    /// ```
     pub fn os_error(&self) -> Option<&io::Error> {
         self.source.as_ref()
     }

@@ -25,4 +25,11 @@ pub(crate) use pool::{give_back, take};
 /// The usable size of a greenlet stack when the builder does not set one:
 /// 128 KiB of address space, of which only the pages actually touched are
 /// ever committed.
+///
+/// # Examples
+///
+/// ```
+/// let g = greenlet::Greenlet::new(|()| Ok(()));
+/// assert_eq!(g.stack_size(), greenlet::stack::DEFAULT_STACK_SIZE);
+/// ```
 pub const DEFAULT_STACK_SIZE: usize = 128 * 1024;

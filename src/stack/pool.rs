@@ -242,6 +242,16 @@ pub fn set_release_threshold(bytes: usize) {
 }
 
 /// Counts of stacks, for leak checks and monitoring.
+///
+/// # Examples
+///
+/// ```
+/// let before = greenlet::stack::pool_stats();
+/// greenlet::Greenlet::new(|()| Ok(())).switch::<(), ()>(())?;
+/// let after = greenlet::stack::pool_stats();
+/// assert!(after.mapped >= before.mapped && after.pooled >= 1);
+/// # Ok::<(), greenlet::SwitchError>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct PoolStats {
