@@ -4,10 +4,14 @@
 //! Sources are registered once, edge-triggered, for both directions. The
 //! hub keeps a readiness flag per direction: an event sets it and wakes the
 //! greenlets waiting on that direction; an operation that returns
-//! `WouldBlock` clears it. The one helper ([`IoSource::read_with`] /
-//! [`IoSource::write_with`]) tries the operation, waits for readiness on
-//! `WouldBlock` and retries, so every cooperative socket operation is the
-//! plain non-blocking one wrapped in it.
+//! `WouldBlock` clears it, and so may a read that did not fill its buffer or
+//! a write that was cut short (the socket's queue is then known to be empty
+//! or full; never once the peer has closed). The one helper
+//! ([`IoSource::read_with`] / [`IoSource::write_with`]) tries the
+//! operation, waits for readiness on `WouldBlock` and retries, so every
+//! cooperative socket operation is the plain non-blocking one wrapped in
+//! it; when the flag is already clear it waits first, sparing the system
+//! call that would only say `WouldBlock`.
 //!
 //! Only sources with a greenlet waiting on them count as something that can
 //! wake a greenlet (as an active watcher does in gevent); an idle
@@ -26,6 +30,11 @@ use std::time::Duration;
 pub(crate) struct IoState {
     readable: Cell<bool>,
     writable: Cell<bool>,
+    /// The peer closed its side (or the socket failed): final, so a
+    /// direction is never marked drained after it (see
+    /// [`IoSource::note_drained`]).
+    read_closed: Cell<bool>,
+    write_closed: Cell<bool>,
     readers: RefCell<WaitList>,
     writers: RefCell<WaitList>,
 }
@@ -91,6 +100,12 @@ pub(crate) fn dispatch(hub: &Hub, event: &mio::event::Event) {
         .cloned()
         .flatten();
     let Some(state) = state else { return };
+    if event.is_read_closed() || event.is_error() {
+        state.read_closed.set(true);
+    }
+    if event.is_write_closed() || event.is_error() {
+        state.write_closed.set(true);
+    }
     if event.is_readable() || event.is_read_closed() || event.is_error() {
         state.readable.set(true);
         hub.wake_all(&state.readers);
@@ -151,6 +166,8 @@ impl<S: mio::event::Source> IoSource<S> {
         let state = Rc::new(IoState {
             readable: Cell::new(true),
             writable: Cell::new(true),
+            read_closed: Cell::new(false),
+            write_closed: Cell::new(false),
             readers: RefCell::default(),
             writers: RefCell::default(),
         });
@@ -264,14 +281,7 @@ impl<S: mio::event::Source> IoSource<S> {
             return Ok(());
         }
         let deadline = hub::deadline(timeout)?;
-        let hub = Hub::current()?;
-        while !ready.get() {
-            hub.io.borrow_mut().waiting += 1;
-            let result = hub::wait_in(list, what, deadline);
-            hub.io.borrow_mut().waiting -= 1;
-            result.map_err(|i| i.error)?;
-        }
-        Ok(())
+        park_until_ready(ready, list, what, deadline)
     }
 
     /// Runs a non-blocking read operation, waiting for readability and
@@ -340,6 +350,26 @@ impl<S: mio::event::Source> IoSource<S> {
         )
     }
 
+    /// Marks a direction drained without a `WouldBlock`: after a read that
+    /// filled less than its buffer (the socket's receive queue is empty) or
+    /// a write that took less than it was given (the send queue is full), as
+    /// tokio does on epoll. The next operation in that direction then waits
+    /// for the next edge instead of spending a system call on `WouldBlock`.
+    ///
+    /// Sound because events are only looked at when this thread is in the
+    /// hub: data that arrives after the operation raises a new edge, seen at
+    /// the next poll. A direction whose peer has closed is never marked
+    /// drained: its edge was already seen and will not come again.
+    pub(crate) fn note_drained(&self, direction: Direction) {
+        match direction {
+            Direction::Read if !self.state.read_closed.get() => self.state.readable.set(false),
+            Direction::Write if !self.state.write_closed.get() => {
+                self.state.writable.set(false);
+            }
+            _ => {}
+        }
+    }
+
     fn with<R>(
         &self,
         ready: &Cell<bool>,
@@ -348,8 +378,16 @@ impl<S: mio::event::Source> IoSource<S> {
         timeout: Option<Duration>,
         mut op: impl FnMut(&S) -> io::Result<R>,
     ) -> io::Result<R> {
-        // The deadline covers every retry; a zero timeout tries once.
+        // The deadline covers every retry; a zero timeout (`None` here)
+        // tries once.
         let deadline = hub::deadline(timeout).ok();
+        // No edge since the last `WouldBlock` (or a drained read or write):
+        // the operation would fail, so wait first and spare the system call.
+        if !ready.get()
+            && let Some(deadline) = deadline
+        {
+            park_until_ready(ready, list, what, deadline)?;
+        }
         loop {
             match op(&self.source) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -357,19 +395,42 @@ impl<S: mio::event::Source> IoSource<S> {
                     let Some(deadline) = deadline else {
                         return Err(Error::TimedOut.into());
                     };
-                    let hub = Hub::current()?;
-                    while !ready.get() {
-                        hub.io.borrow_mut().waiting += 1;
-                        let result = hub::wait_in(list, what, deadline);
-                        hub.io.borrow_mut().waiting -= 1;
-                        result.map_err(|i| i.error)?;
-                    }
+                    park_until_ready(ready, list, what, deadline)?;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 other => return other,
             }
         }
     }
+}
+
+/// Blocks the running greenlet until `ready` is set by an event (or the
+/// deadline, a scope, a kill end the wait).
+fn park_until_ready(
+    ready: &Cell<bool>,
+    list: &RefCell<WaitList>,
+    what: &'static str,
+    deadline: Option<std::time::Instant>,
+) -> Result<(), Error> {
+    if ready.get() {
+        return Ok(());
+    }
+    Hub::with(|hub| {
+        while !ready.get() {
+            hub.io.borrow_mut().waiting += 1;
+            let result = hub::wait_in(list, what, deadline);
+            hub.io.borrow_mut().waiting -= 1;
+            result.map_err(|i| i.error)?;
+        }
+        Ok(())
+    })
+}
+
+/// Which readiness flag [`IoSource::note_drained`] clears.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Direction {
+    Read,
+    Write,
 }
 
 impl<S: mio::event::Source> Drop for IoSource<S> {

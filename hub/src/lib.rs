@@ -74,6 +74,13 @@
 //! one cooperative I/O helper: try the non-blocking operation, wait for
 //! readiness on `WouldBlock`, retry.
 //!
+//! On it stand std-shaped sockets ([`TcpListener`], [`TcpStream`],
+//! [`UdpSocket`]: `Read`/`Write`, timeouts, `try_clone`), so code generic
+//! over `Read + Write` runs unchanged on green sockets; a
+//! [`StreamServer`] that serves each connection in a task; and, for calls
+//! that cannot be made cooperative, a thread pool ([`spawn_blocking`],
+//! [`resolve`]) whose results wake the waiting greenlet through the hub.
+//!
 //! # Differences from gevent
 //!
 //! - Per-call timeouts are arguments (`None` waits forever; a zero timeout
@@ -87,6 +94,7 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+mod blocking;
 mod error;
 mod event;
 mod hub;
@@ -94,21 +102,27 @@ mod io;
 mod pool;
 mod queue;
 mod semaphore;
+mod server;
 mod task;
 mod timeout;
 mod timer;
 mod wait;
 mod waitable;
 
+pub mod crawler;
 pub mod demos;
+pub mod net;
 
+pub use blocking::{resolve, resolve_host, set_max_blocking_threads, spawn_blocking};
 pub use error::{Error, TimeoutId};
 pub use event::{AsyncResult, AsyncResultSender, Event};
 pub use hub::{ErrorHook, Failure, Stats, idle, set_error_hook, sleep, stats};
 pub use io::IoSource;
+pub use net::{TcpListener, TcpStream, UdpSocket};
 pub use pool::{Group, IMap, Pool};
 pub use queue::{Channel, JoinableQueue, Queue};
 pub use semaphore::{BoundedSemaphore, Lock, RLock, RLockGuard, Semaphore, SemaphoreGuard};
+pub use server::{ServerError, StreamServer, serve_on_threads};
 pub use task::{Task, joinall, killall, spawn, spawn_later, try_spawn};
 pub use timeout::{Timeout, with_timeout};
 pub use waitable::{Waitable, wait};
