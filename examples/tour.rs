@@ -47,6 +47,8 @@ fn gevent() -> Result<(), greenlet_hub::Error> {
     greenlet_hub::demos::counters(|line| println!("{line}"))?;
     println!("\n== 8. gevent: a Semaphore(1) shared by two tasks with different sleeps");
     greenlet_hub::demos::semaphore(|line| println!("{line}"))?;
+    println!("\n== 9. gevent: a crawler, three green HTTP GETs started together");
+    greenlet_hub::crawler::crawler(|line| println!("{line}"))?;
     Ok(())
 }
 
