@@ -11,8 +11,11 @@
 use greenlet::{Builder, Greenlet, SwitchError, getcurrent, stack::pool_stats};
 use std::cell::{Cell, RefCell};
 use std::panic::{self, AssertUnwindSafe};
-use std::process::{Command, Output};
 use std::rc::Rc;
+
+#[path = "util/mod.rs"]
+mod util;
+use util::run_child;
 
 // ---------------------------------------------------------------------------
 // Helpers
@@ -40,43 +43,6 @@ fn log() -> Log {
 
 fn push(log: &Log, what: impl Into<String>) {
     log.borrow_mut().push(what.into());
-}
-
-/// Re-runs this test binary with only `test` selected and `env` set, under
-/// qemu-aarch64 when this is an emulated aarch64 binary that the host
-/// cannot execute directly.
-fn run_child(test: &str, env: &[(&str, &str)]) -> Output {
-    let exe = std::env::current_exe().expect("current_exe");
-    let args = [
-        "--exact",
-        test,
-        "--include-ignored",
-        "--nocapture",
-        "--test-threads=1",
-    ];
-    let direct = Command::new(&exe)
-        .args(args)
-        .envs(env.iter().copied())
-        .output();
-    // Under qemu-user (no binfmt_misc), executing an aarch64 binary fails:
-    // with ENOEXEC, or, as qemu emulates posix_spawn's vfork with a plain
-    // fork that loses the error, as a child that exits with 127 and prints
-    // nothing (a test binary always prints something). Then re-run it with
-    // the runner this process runs under (see .cargo/config.toml).
-    let exec_failed = match &direct {
-        Err(e) => e.raw_os_error() == Some(libc::ENOEXEC),
-        Ok(out) => out.status.code() == Some(127) && out.stdout.is_empty() && out.stderr.is_empty(),
-    };
-    if cfg!(target_arch = "aarch64") && exec_failed {
-        return Command::new("qemu-aarch64")
-            .args(["-L", "/usr/aarch64-linux-gnu"])
-            .arg(&exe)
-            .args(args)
-            .envs(env.iter().copied())
-            .output()
-            .expect("spawn the child under qemu-aarch64");
-    }
-    direct.unwrap_or_else(|e| panic!("cannot re-run {}: {e}", exe.display()))
 }
 
 // ---------------------------------------------------------------------------

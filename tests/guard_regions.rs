@@ -9,40 +9,20 @@
 
 use greenlet::stack::{GuardKind, guard_kind, pool_stats, set_pool_limit};
 use greenlet::{Builder, Greenlet, SwitchError, getcurrent};
-use std::process::{Command, Output};
+use std::process::Output;
+
+#[path = "util/mod.rs"]
+mod util;
 
 const SMALL_STACK: usize = 16 * 1024;
 
 /// Runs `test` of this binary in a child process with `GUARD_TEST_CHILD=mode`
-/// and extra environment, through qemu when this is an emulated aarch64 run.
+/// and extra environment (through qemu when this is an emulated aarch64
+/// run: see `util::run_child`).
 fn run_child(test: &str, mode: &str, env: &[(&str, &str)]) -> Output {
-    let exe = std::env::current_exe().expect("test binary path");
-    let mut command = if cfg!(target_arch = "aarch64")
-        && std::path::Path::new("/usr/aarch64-linux-gnu").exists()
-        && !cfg!(target_os = "none")
-        && host_is_x86_64()
-    {
-        let mut c = Command::new("qemu-aarch64");
-        c.args(["-L", "/usr/aarch64-linux-gnu"]).arg(&exe);
-        c
-    } else {
-        Command::new(&exe)
-    };
-    command
-        .args(["--exact", test, "--nocapture", "--test-threads=1"])
-        .env("GUARD_TEST_CHILD", mode);
-    for (k, v) in env {
-        command.env(k, v);
-    }
-    command.output().expect("child runs")
-}
-
-fn host_is_x86_64() -> bool {
-    // Under qemu-user, uname reports the emulated machine; the runner is
-    // needed exactly when the kernel's own architecture differs, which shows
-    // in /proc/cpuinfo (qemu-user passes the host's through).
-    std::fs::read_to_string("/proc/cpuinfo")
-        .is_ok_and(|s| s.contains("vendor_id") || s.contains("x86"))
+    let mut all = vec![("GUARD_TEST_CHILD", mode)];
+    all.extend_from_slice(env);
+    util::run_child(test, &all)
 }
 
 fn child_mode() -> Option<String> {
