@@ -6,7 +6,6 @@
 
 use greenlet::{Greenlet, SwitchError};
 use std::backtrace::Backtrace;
-use std::process::Output;
 
 #[path = "util/mod.rs"]
 mod util;
