@@ -1939,6 +1939,7 @@ impl Builder {
         F: FnOnce(A) -> Result<O, SwitchError> + 'static,
     {
         let stack = stack::take(self.stack_size.unwrap_or(DEFAULT_STACK_SIZE))?;
+        crate::sanitizer::unpoison_stack(stack.bottom(), stack.len());
         let parent = match self.parent {
             Some(p) => p,
             None => getcurrent(),

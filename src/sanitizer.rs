@@ -21,6 +21,7 @@ mod imp {
     use core::ptr;
 
     unsafe extern "C" {
+        fn __asan_unpoison_memory_region(addr: *const c_void, size: usize);
         fn __sanitizer_start_switch_fiber(
             fake_stack_save: *mut *mut c_void,
             bottom: *const c_void,
@@ -31,6 +32,16 @@ mod imp {
             bottom_old: *mut *const c_void,
             size_old: *mut usize,
         );
+    }
+
+    /// Clears ASan's poisoning of a stack that a new greenlet is about to
+    /// use. Frames that never returned (a finished greenlet's last frames, a
+    /// killed one's) leave their redzones poisoned in the shadow memory; the
+    /// next greenlet on the same (pooled) stack would trip over them.
+    pub(crate) fn unpoison_stack(bottom: usize, len: usize) {
+        // SAFETY: only ASan's shadow memory changes; the range is a stack
+        // no live frame uses (it was just taken from the pool or mapped).
+        unsafe { __asan_unpoison_memory_region(bottom as *const c_void, len) };
     }
 
     /// What ASan needs to know about one greenlet's stack.
@@ -90,6 +101,9 @@ mod imp {
 
 #[cfg(not(feature = "asan"))]
 mod imp {
+    #[inline(always)]
+    pub(crate) fn unpoison_stack(_bottom: usize, _len: usize) {}
+
     /// Zero-sized without the `asan` feature.
     pub(crate) struct Fiber;
 
@@ -107,7 +121,7 @@ mod imp {
     }
 }
 
-pub(crate) use imp::Fiber;
+pub(crate) use imp::{Fiber, unpoison_stack};
 
 #[cfg(feature = "valgrind")]
 mod valgrind {
