@@ -91,10 +91,24 @@ def gevent_spawn_join(n):
     return time.perf_counter_ns() - start
 
 
+def gevent_sleep0(n):
+    """gevent.sleep(0) from the main greenlet: to the hub and back."""
+    import gevent
+
+    sleep = gevent.sleep
+    sleep(0)  # the hub exists before the clock starts
+    start = time.perf_counter_ns()
+    for _ in range(n):
+        sleep(0)
+    return time.perf_counter_ns() - start
+
+
 WORKLOADS = {
     "switch/python-greenlet": (switch, "`g.switch()` ping-pong with a greenlet that loops `main.switch()`"),
     "create/python-greenlet": (create, "`greenlet(empty).switch()`"),
     "create/gevent": (gevent_spawn_join, "`gevent.spawn(empty).join()`"),
+    "hub-sleep0/gevent": (gevent_sleep0, "`gevent.sleep(0)` from main: to the hub and back"),
+    "hub-spawn-join/gevent": (gevent_spawn_join, "`gevent.spawn(empty).join()`"),
     "drop-suspended/python-greenlet": (drop_suspended, "new, `switch()` in (it switches back), `del`: GreenletExit"),
 }
 

@@ -39,6 +39,8 @@ const PYTHON_WORKLOADS: &[&str] = &[
     "create/python-greenlet",
     "create/gevent",
     "drop-suspended/python-greenlet",
+    "hub-sleep0/gevent",
+    "hub-spawn-join/gevent",
 ];
 
 /// Live greenlet counts of the memory measurement.
@@ -583,6 +585,9 @@ const COMPARISONS: &[(&str, &str)] = &[
         "instructions/drop-suspended/greenlet",
         "instructions/drop-suspended/corosensei",
     ),
+    ("hub-sleep0/greenlet-hub", "hub-sleep0/gevent"),
+    ("hub-spawn-join/greenlet-hub", "hub-spawn-join/gevent"),
+    ("hub-spawn-join/greenlet-hub", "hub-spawn-join/may"),
     ("mem-10000/greenlet-16k", "mem-10000/corosensei-16k"),
     ("mem-10000/greenlet-16k", "mem-10000/python-greenlet"),
 ];
@@ -916,6 +921,22 @@ fn render_markdown(results: &Results, context: &Context) -> String {
         "drop-suspended/",
         &["drop-suspended/greenlet"],
     );
+    out.push_str(
+        "## Hub (greenlet-hub) against gevent and may\n\nNanoseconds: `sleep(0)` from main (to \
+         the event loop and back), and spawning an empty task and joining it.\n\n",
+    );
+    timing_table(
+        &mut out,
+        results,
+        "hub-sleep0/",
+        &["hub-sleep0/greenlet-hub"],
+    );
+    timing_table(
+        &mut out,
+        results,
+        "hub-spawn-join/",
+        &["hub-spawn-join/greenlet-hub"],
+    );
 
     out.push_str(
         "## Memory per suspended coroutine\n\nResident bytes (from `/proc/self/statm`) per live, \
@@ -1079,6 +1100,8 @@ fn measure_of(id: &str) -> String {
         "switch" => "switch round trip",
         "create" => "create, run, drop",
         "drop-suspended" => "drop while suspended",
+        "hub-sleep0" => "hub: sleep(0) round trip",
+        "hub-spawn-join" => "hub: spawn + join",
         g if g.starts_with("mem-") => "memory per suspended coroutine",
         g => g,
     };

@@ -134,6 +134,24 @@ pub const ALL: &[Workload] = &[
         timed: drop_suspended_generator,
         callgrind: Some(5_000),
     },
+    Workload {
+        id: "hub-sleep0/greenlet-hub",
+        what: "`greenlet_hub::sleep(Duration::ZERO)` from main: to the hub's loop and back",
+        timed: hub_sleep0,
+        callgrind: Some(50_000),
+    },
+    Workload {
+        id: "hub-spawn-join/greenlet-hub",
+        what: "`greenlet_hub::spawn(|| Ok(())).get(None)`: a task on the hub, run and joined",
+        timed: hub_spawn_join,
+        callgrind: Some(20_000),
+    },
+    Workload {
+        id: "hub-spawn-join/may",
+        what: "`spawn` + `join` of an empty coroutine, from a coroutine on one worker (pooled)",
+        timed: create_may,
+        callgrind: Some(20_000),
+    },
 ];
 
 /// The workload named `id`.
@@ -438,6 +456,25 @@ fn create_generator(iterations: u64) -> Duration {
     for _ in 0..iterations {
         let mut g = generator::Gn::<()>::new_scoped(|_scope| {});
         black_box(g.resume());
+    }
+    start.elapsed()
+}
+
+fn hub_sleep0(iterations: u64) -> Duration {
+    // The hub exists before the clock starts.
+    greenlet_hub::sleep(Duration::ZERO).expect("sleep(0)");
+    let start = Instant::now();
+    for _ in 0..iterations {
+        greenlet_hub::sleep(Duration::ZERO).expect("sleep(0)");
+    }
+    start.elapsed()
+}
+
+fn hub_spawn_join(iterations: u64) -> Duration {
+    greenlet_hub::spawn(|| Ok(())).get(None).expect("task");
+    let start = Instant::now();
+    for _ in 0..iterations {
+        greenlet_hub::spawn(|| Ok(())).get(None).expect("task");
     }
     start.elapsed()
 }
