@@ -8,7 +8,7 @@ use greenlet::{Event, Greenlet, SwitchError, getcurrent, settrace};
 
 #[path = "support/generator.rs"]
 mod generator;
-use generator::Generator;
+use generator::{Generator, permutations};
 use std::cell::RefCell;
 use std::panic::{self, AssertUnwindSafe};
 use std::rc::Rc;
@@ -211,23 +211,6 @@ impl Drop for Clear {
         println!("guard: finish switch del huge");
         self.0.borrow_mut().clear();
     }
-}
-
-fn permutations(items: Vec<u32>) -> Generator<Vec<u32>> {
-    Generator::new(move |emit| {
-        if items.len() <= 1 {
-            return emit(items);
-        }
-        for (i, &first) in items.iter().enumerate() {
-            let mut rest = items.clone();
-            rest.remove(i);
-            for mut tail in permutations(rest) {
-                tail.insert(0, first);
-                emit(tail)?;
-            }
-        }
-        Ok(())
-    })
 }
 
 fn generators() {

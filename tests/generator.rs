@@ -4,26 +4,9 @@
 #[path = "../examples/support/generator.rs"]
 mod generator;
 
-use generator::Generator;
+use generator::{Generator, permutations};
 use std::cell::Cell;
 use std::rc::Rc;
-
-fn permutations(items: Vec<u32>) -> Generator<Vec<u32>> {
-    Generator::new(move |emit| {
-        if items.len() <= 1 {
-            return emit(items);
-        }
-        for (i, &first) in items.iter().enumerate() {
-            let mut rest = items.clone();
-            rest.remove(i);
-            for mut tail in permutations(rest) {
-                tail.insert(0, first);
-                emit(tail)?;
-            }
-        }
-        Ok(())
-    })
-}
 
 #[test]
 fn a_generator_yields_in_order_and_ends() {

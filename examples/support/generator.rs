@@ -48,3 +48,23 @@ impl<T: 'static> Iterator for Generator<T> {
             .expect("generator body failed")
     }
 }
+
+/// A recursive generator: the permutations of `items`, in lexicographic
+/// order when `items` is sorted. Each level is a generator whose parent is
+/// the level above, so the items climb the parent tree one switch at a time.
+pub fn permutations(items: Vec<u32>) -> Generator<Vec<u32>> {
+    Generator::new(move |emit| {
+        if items.len() <= 1 {
+            return emit(items);
+        }
+        for (i, &first) in items.iter().enumerate() {
+            let mut rest = items.clone();
+            rest.remove(i);
+            for mut tail in permutations(rest) {
+                tail.insert(0, first);
+                emit(tail)?;
+            }
+        }
+        Ok(())
+    })
+}
