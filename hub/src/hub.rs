@@ -1045,10 +1045,14 @@ impl Hub {
     /// Everything between two batches: timers, I/O, idle waiters, and the
     /// decision to block or to raise LoopExit.
     fn turn(&self) {
+        if !self.timers.borrow().is_empty() {
+            self.fire_timers(Instant::now());
+        }
         if !self.ready.borrow().is_empty() {
-            if !self.timers.borrow().is_empty() {
-                self.fire_timers(Instant::now());
-            }
+            // Busy: look at I/O and other threads now and then without
+            // blocking, so that neither a spinning `sleep(ZERO)` nor a
+            // timer that is always due (a `sleep(1 ms)` loop on a machine
+            // slower than that) starves them.
             if self.has_io_sources() {
                 let n = self.busy_rounds.get().wrapping_add(1);
                 self.busy_rounds.set(n);
@@ -1057,12 +1061,6 @@ impl Hub {
                 }
             }
             return;
-        }
-        if !self.timers.borrow().is_empty() {
-            self.fire_timers(Instant::now());
-            if !self.ready.borrow().is_empty() {
-                return;
-            }
         }
         if !self.idle.borrow().is_empty() {
             if self.has_io_sources() {

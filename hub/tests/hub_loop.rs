@@ -5,6 +5,8 @@ mod util;
 
 use greenlet::Greenlet;
 use greenlet_hub::{Error, Event, Queue, Task, Timeout, idle, sleep, spawn, spawn_later, stats};
+use std::cell::Cell;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 use util::{DropFlag, Log, flag, is_set, ms, on_fresh_thread};
 
@@ -105,6 +107,38 @@ fn idle_waits_until_nothing_else_is_ready() {
     idle().unwrap();
     log.push("idle");
     assert_eq!(log.take(), ["0", "1", "2", "idle"]);
+}
+
+#[test]
+fn timers_that_are_always_due_do_not_starve_other_threads() {
+    // Two tasks that each burn 2 ms and then sleep 1 ms: whenever the hub
+    // looks at its timers, one of them is due, so the ready queue is never
+    // empty when the hub turns. A value set by another thread must still
+    // arrive while they spin, not only after they stop.
+    let rounds = Rc::new(Cell::new(0u32));
+    let spinners: Vec<Task<()>> = (0..2)
+        .map(|_| {
+            let rounds = rounds.clone();
+            spawn(move || {
+                for _ in 0..300 {
+                    std::thread::sleep(ms(2));
+                    rounds.set(rounds.get() + 1);
+                    sleep(ms(1))?;
+                }
+                Ok(())
+            })
+        })
+        .collect();
+    let result = greenlet_hub::AsyncResult::new();
+    let sender = result.sender();
+    std::thread::spawn(move || sender.set(7u8)).join().unwrap();
+    assert_eq!(result.get(None).unwrap(), 7);
+    let seen = rounds.get();
+    greenlet_hub::killall(&spinners, None).unwrap();
+    assert!(
+        seen < 600,
+        "the value arrived only after both spinners ended"
+    );
 }
 
 #[test]
