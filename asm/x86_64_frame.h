@@ -10,14 +10,14 @@
  *   saved stack pointer -> +--------------------------+  lower addresses
  *                     +0  | MXCSR (32 bits)          |  stmxcsr
  *                     +4  | x87 control word (16)    |  fnstcw
- *                     +6  | zero (16 bits)           |  so +0 compares as one word
+ *                     +6  | unused (16 bits)         |  whatever was there
  *                     +8  | r15                      |
  *                     +16 | r14                      |
  *                     +24 | r13                      |
  *                     +32 | r12                      |
  *                     +40 | rbx                      |
  *                     +48 | rbp                      |
- *                     +56 | return address           |  where `ret` resumes
+ *                     +56 | return address           |  where the switch resumes
  *                     +64 +--------------------------+  higher addresses
  *
  * A fresh stack gets the same frame, written by Rust, whose return address is

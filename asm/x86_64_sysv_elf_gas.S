@@ -15,7 +15,7 @@
  *       +24  | r13                         |
  *       +16  | r14                         |
  *       +8   | r15                         |
- *       +0   | MXCSR | x87 CW | 0          |  <- saved stack pointer
+ *       +0   | MXCSR | x87 CW | unused     |  <- saved stack pointer
  *            +-----------------------------+
  *
  * Why the floating-point control state is in the frame: the ABI makes MXCSR's
@@ -30,6 +30,9 @@
 #include "common.h"
 #include "x86_64_frame.h"
 
+/* MXCSR bits 6-15: DAZ, the exception masks, rounding control, FZ. */
+#define GREENLET_MXCSR_CONTROL_MASK 0xFFC0
+
 /*
  * usize greenlet_switch(usize arg, void *to, void **save)
  *
@@ -40,18 +43,25 @@
  *            rdx = save, where the current context's stack pointer goes.
  * On exit:   (when this context is itself resumed, possibly much later)
  *            rax = the word the resuming side passed as its arg.
- * Clobbers:  rcx, r8, r9 and everything else the ABI lets a call clobber;
+ * Clobbers:  rcx, r9, r10, r11 and everything else the ABI lets a call clobber;
  *            the callee-saved set is preserved across the (possibly very
  *            long) call.
  * Alignment: `to` must be 16-byte aligned, as every saved frame is.
  */
 FUNCTION_BEGIN(switch)
-    /* The resumed context's control word, read before we store anything.
-     * Both contexts' frames usually sit at the same offset in their pages,
-     * so a load from theirs issued after our stores looks like it could
-     * depend on them (the CPU compares only the low 12 address bits) and
-     * waits for those microcoded stores to complete: ten times slower. */
-    movq GREENLET_FRAME_FP_CONTROL(%rsi), %r9
+    /* Our x87 control word, stored first, into the red zone where it will
+     * be the frame's +4 once the pushes below are done (entry rsp - 64 + 8
+     * + 4 = rsp - 52). Reading back what `fnstcw` stored is slow (its store
+     * does not forward to a load for some 30 cycles), so the store goes
+     * first and the read comes last, after the pops. */
+    fnstcw GREENLET_FRAME_FP_CONTROL + 4 - (GREENLET_FRAME_SIZE - 8)(%rsp)
+    /* The resumed context's control state, read before we store anything
+     * else. Both contexts' frames usually sit at the same offset in their
+     * pages, so a load from theirs issued after our stores looks like it
+     * could depend on them (the CPU compares only the low 12 address bits)
+     * and waits for them: several times slower. */
+    movl GREENLET_FRAME_FP_CONTROL(%rsi), %r9d
+    movzwl GREENLET_FRAME_FP_CONTROL + 4(%rsi), %r11d
 
     /* CFA = rsp + 8 here; each push moves it and records where a register
      * lives, so an unwinder stopped anywhere below finds them. Because the
@@ -75,26 +85,24 @@ FUNCTION_BEGIN(switch)
     pushq %r15
     .cfi_adjust_cfa_offset 8
     .cfi_rel_offset %r15, 0
-    /* Our control state into the frame's first word (the spare two bytes
-     * zero, like every saved frame's), then read back into one register for
-     * the compare: each part with a load of the same size as its store, so
-     * the CPU can forward it (one 8-byte load spanning a 4-byte and a 2-byte
-     * store cannot be forwarded and stalls). */
-    pushq $0
+    /* Not a push: the slot already holds our control word at +4. MXCSR
+     * goes to +0 and is read straight back (`stmxcsr` forwards quickly). */
+    subq $8, %rsp
     .cfi_adjust_cfa_offset 8
     stmxcsr GREENLET_FRAME_FP_CONTROL(%rsp)
-    fnstcw GREENLET_FRAME_FP_CONTROL+4(%rsp)
     movl GREENLET_FRAME_FP_CONTROL(%rsp), %ecx
-    movzwl GREENLET_FRAME_FP_CONTROL+4(%rsp), %r8d
-    shlq $32, %r8
-    orq %r8, %rcx
 
     /* The switch proper: publish our frame, adopt theirs. */
     movq %rsp, (%rdx)
+    movq %rsp, %r10
     movq %rsi, %rsp
     movq %rdi, %rax
 
-    cmpq %rcx, %r9
+    /* Only MXCSR's control bits (6-15) are callee-saved; its status flags
+     * (0-5) are caller-saved and differ all the time (any inexact float
+     * operation sets one), so they must not trigger a reload. */
+    xorl %ecx, %r9d
+    testl $GREENLET_MXCSR_CONTROL_MASK, %r9d
     jne 2f
 1:
     .cfi_remember_state
@@ -118,23 +126,47 @@ FUNCTION_BEGIN(switch)
     popq %rbp
     .cfi_adjust_cfa_offset -8
     .cfi_restore %rbp
-    /* Not `ret`: the return-stack predictor expects to return to our own
-     * caller, and every switch returns to another context's, so `ret`
-     * would mispredict each time. An indirect jump is predicted from the
-     * branch history instead, which learns a switch's alternating targets. */
-    ret
+    /* Our control word, stored at the top, is old enough to read now. */
+    cmpw GREENLET_FRAME_FP_CONTROL + 4(%r10), %r11w
+    jne 3f
+4:
+    /* Not `ret`: the return-stack predictor expects a return to our own
+     * caller, and a switch returns to another context's, so `ret`
+     * mispredicts on every switch (measured here: 39 ns a round trip with
+     * `ret`, a few with this). An indirect jump is predicted from the
+     * branch history instead, which learns a switch's alternating targets.
+     * The resume point is a return address, so this needs no `endbr64`
+     * landing pad as long as user-space IBT is off, which Linux does not
+     * offer. */
+    popq %rcx
+    .cfi_adjust_cfa_offset -8
+    .cfi_register %rip, %rcx
+    jmpq *%rcx
 2:
     /* Out of line: the resumed context runs with a different rounding mode
-     * or exception mask, so load its control state before returning into it. */
+     * or exception mask, so load its MXCSR before returning into it. */
     .cfi_restore_state
+    .cfi_remember_state
     ldmxcsr GREENLET_FRAME_FP_CONTROL(%rsp)
-    fldcw GREENLET_FRAME_FP_CONTROL+4(%rsp)
     jmp 1b
+3:
+    /* Out of line: a different x87 control word. rsp already points at the
+     * return address; rsi still points at the resumed frame. */
+    .cfi_restore_state
+    .cfi_adjust_cfa_offset -(GREENLET_FRAME_SIZE - 8)
+    .cfi_restore %r15
+    .cfi_restore %r14
+    .cfi_restore %r13
+    .cfi_restore %r12
+    .cfi_restore %rbx
+    .cfi_restore %rbp
+    fldcw GREENLET_FRAME_FP_CONTROL + 4(%rsi)
+    jmp 4b
 FUNCTION_END(switch)
 
 /*
- * greenlet_trampoline: never called; a fresh stack's initial frame "returns"
- * here from greenlet_switch.
+ * greenlet_trampoline: never called; greenlet_switch jumps here through the
+ * return-address slot of a fresh stack's initial frame.
  *
  * On entry:  rax = the word passed to the first switch into this stack;
  *            r12 = entry, an `extern "C" fn(usize, *mut u8) -> !`;
