@@ -5,86 +5,74 @@
  *   greenlet_switch      save the running context, resume another, pass a word
  *   greenlet_trampoline  the first code a fresh stack runs; calls the entry
  *
+ * Who saves what. A switch must preserve the whole callee-saved set of
+ * AAPCS64: x19-x28, x29 (fp), x30 (lr), sp, the low halves of v8-v15, and
+ * (kept per greenlet, like MXCSR on x86_64) FPCR. greenlet_switch is only
+ * ever called from one place, the `asm!` block in src/arch/aarch64.rs behind
+ * `raw::switch`, and the work is split:
+ *
+ *   - this file saves what the compiler cannot: x19 and x29 (LLVM reserves
+ *     them, so an `asm!` block may not declare them clobbered), sp, FPCR and
+ *     the resume address (x30, set by the `bl`);
+ *   - the `asm!` block declares x20-x28, v8-v15 and every caller-saved
+ *     register clobbered, so the compiler saves those that hold live values,
+ *     once per function around all its switches rather than on every switch.
+ *
+ * The callee-saved canary test (tests/raw_switch.rs) checks the whole set
+ * through `raw::switch` from `asm!`.
+ *
  * The saved frame (see aarch64_frame.h for the table the Rust side checks):
  *
- *       +176 +-----------------------------+  <- stack pointer before the call
- *       +160 | FPCR          | padding     |
- *       +144 | x29 (fp)      | x30 (lr)    |
- *       +128 | x27           | x28         |
- *       +112 | x25           | x26         |
- *       +96  | x23           | x24         |
- *       +80  | x21           | x22         |
- *       +64  | x19           | x20         |
- *       +48  | d14           | d15         |
- *       +32  | d12           | d13         |
- *       +16  | d10           | d11         |
- *       +0   | d8            | d9          |  <- saved stack pointer
+ *       +32  +-----------------------------+  <- stack pointer before the call
+ *       +16  | x29 (fp)      | x30 (lr)    |
+ *       +0   | FPCR          | x19         |  <- saved stack pointer
  *            +-----------------------------+
  *
- * x19-x28, fp, lr and the low halves of v8-v15 are what AAPCS64 asks a callee
- * to preserve. FPCR (rounding mode, flush-to-zero) is kept per greenlet for
- * the same reason as MXCSR on x86_64, and is likewise only written when the
- * resumed context's value differs: `msr fpcr` is a synchronising write on
- * many cores, `mrs` is cheap.
+ * FPCR (rounding mode, flush-to-zero) is only written when the resumed
+ * context's value differs: `msr fpcr` is a synchronising write on many
+ * cores, `mrs` is cheap. FPCR holds no status flags (those are in FPSR,
+ * which the ABI does not preserve), so equal control means equal values.
+ *
+ * The switch returns with `ret` into the other context. On aarch64 a
+ * mismatched `ret` costs a misprediction too, but `br` would need a `bti j`
+ * landing pad at every resume point once branch protection is on, and `ret`
+ * needs none; this was not measured on real hardware (CI runs under qemu).
  */
 #include "common.h"
 #include "aarch64_frame.h"
 
 /*
- * usize greenlet_switch(usize arg, void *to, void **save)
+ * greenlet_switch: a private calling convention, for the `asm!` block in
+ * src/arch/aarch64.rs only.
  *
  * On entry:  x0 = arg, the word handed to the resumed context;
  *            x1 = to, a saved stack pointer (a frame laid out as above);
  *            x2 = save, where the current context's stack pointer goes;
- *            x30 = return address.
+ *            x30 = resume address (set by `bl`).
  * On exit:   (when this context is itself resumed) x0 = the word the
  *            resuming side passed as its arg.
- * Clobbers:  x9, x10, x11 and everything else the ABI lets a call clobber.
+ * Preserves: x19, x29, sp, FPCR.
+ * Clobbers:  every other general-purpose and vector register, x20-x28 and
+ *            v8-v15 included, and the flags; the caller declares them.
  * Alignment: `to` must be 16-byte aligned, as every saved frame is.
  */
 FUNCTION_BEGIN(switch)
     /* The resumed context's FPCR, read before we store anything: both
-     * frames usually sit at the same offset in their pages, and a load from
+     * frames often sit at the same offset in their pages, and a load from
      * theirs issued after our stores could be held back as if it depended
      * on them (see the x86_64 file, where this was measured). */
     ldr x10, [x1, #GREENLET_FRAME_FPCR]
+    mrs x9, fpcr
     sub sp, sp, #GREENLET_FRAME_SIZE
     .cfi_def_cfa_offset GREENLET_FRAME_SIZE
-    stp d8, d9, [sp, #0]
-    stp d10, d11, [sp, #16]
-    stp d12, d13, [sp, #32]
-    stp d14, d15, [sp, #48]
-    stp x19, x20, [sp, #64]
-    stp x21, x22, [sp, #80]
-    stp x23, x24, [sp, #96]
-    stp x25, x26, [sp, #112]
-    stp x27, x28, [sp, #128]
-    stp x29, x30, [sp, #144]
-    /* Where each register lives relative to the CFA (sp + 176). The same
+    stp x9, x19, [sp, #GREENLET_FRAME_FPCR]
+    stp x29, x30, [sp, #GREENLET_FRAME_X29]
+    /* Where each register lives relative to the CFA (sp + 32). The same
      * shape is found on the resumed stack, so these stay true after the
      * stack pointer is swapped. */
-    .cfi_offset d8, -176
-    .cfi_offset d9, -168
-    .cfi_offset d10, -160
-    .cfi_offset d11, -152
-    .cfi_offset d12, -144
-    .cfi_offset d13, -136
-    .cfi_offset d14, -128
-    .cfi_offset d15, -120
-    .cfi_offset x19, -112
-    .cfi_offset x20, -104
-    .cfi_offset x21, -96
-    .cfi_offset x22, -88
-    .cfi_offset x23, -80
-    .cfi_offset x24, -72
-    .cfi_offset x25, -64
-    .cfi_offset x26, -56
-    .cfi_offset x27, -48
-    .cfi_offset x28, -40
-    .cfi_offset x29, -32
-    .cfi_offset x30, -24
-    mrs x9, fpcr
-    str x9, [sp, #GREENLET_FRAME_FPCR]
+    .cfi_offset x19, GREENLET_FRAME_X19 - GREENLET_FRAME_SIZE
+    .cfi_offset x29, GREENLET_FRAME_X29 - GREENLET_FRAME_SIZE
+    .cfi_offset x30, GREENLET_FRAME_X30 - GREENLET_FRAME_SIZE
 
     /* The switch proper: publish our frame, adopt theirs. */
     mov x11, sp
@@ -95,36 +83,11 @@ FUNCTION_BEGIN(switch)
     b.ne 2f
 1:
     .cfi_remember_state
-    ldp d8, d9, [sp, #0]
-    ldp d10, d11, [sp, #16]
-    ldp d12, d13, [sp, #32]
-    ldp d14, d15, [sp, #48]
-    ldp x19, x20, [sp, #64]
-    ldp x21, x22, [sp, #80]
-    ldp x23, x24, [sp, #96]
-    ldp x25, x26, [sp, #112]
-    ldp x27, x28, [sp, #128]
-    ldp x29, x30, [sp, #144]
+    ldr x19, [sp, #GREENLET_FRAME_X19]
+    ldp x29, x30, [sp, #GREENLET_FRAME_X29]
     add sp, sp, #GREENLET_FRAME_SIZE
     .cfi_def_cfa_offset 0
-    .cfi_restore d8
-    .cfi_restore d9
-    .cfi_restore d10
-    .cfi_restore d11
-    .cfi_restore d12
-    .cfi_restore d13
-    .cfi_restore d14
-    .cfi_restore d15
     .cfi_restore x19
-    .cfi_restore x20
-    .cfi_restore x21
-    .cfi_restore x22
-    .cfi_restore x23
-    .cfi_restore x24
-    .cfi_restore x25
-    .cfi_restore x26
-    .cfi_restore x27
-    .cfi_restore x28
     .cfi_restore x29
     .cfi_restore x30
     ret
@@ -141,17 +104,18 @@ FUNCTION_END(switch)
  *
  * On entry:  x0  = the word passed to the first switch into this stack;
  *            x19 = entry, an `extern "C" fn(usize, *mut u8) -> !`;
- *            x20 = data, the entry's second argument;
- *            x29 = 0, so frame-pointer walkers stop here too;
+ *            x29 = data, the entry's second argument;
  *            sp  = 16-byte aligned.
  * On exit:   never returns; `entry` must switch away for good.
  *
  * The return address (x30) is marked undefined: this is the root of the
- * greenlet's call stack and unwinders stop here cleanly.
+ * greenlet's call stack and unwinders stop here cleanly; x29 is zeroed
+ * before the call so that frame-pointer walkers stop here too.
  */
 FUNCTION_BEGIN(trampoline)
     .cfi_undefined x30
-    mov x1, x20
+    mov x1, x29
+    mov x29, #0
     blr x19
     /* `entry` returned, which its contract forbids. */
     brk #1

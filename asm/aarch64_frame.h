@@ -7,26 +7,18 @@
  * #[repr(C)] initial frame has exactly these offsets.
  *
  *   saved stack pointer -> +--------------------------+  lower addresses
- *                     +0  | d8   | d9                |
- *                     +16 | d10  | d11               |
- *                     +32 | d12  | d13               |
- *                     +48 | d14  | d15               |
- *                     +64 | x19  | x20               |
- *                     +80 | x21  | x22               |
- *                     +96 | x23  | x24               |
- *                     +112| x25  | x26               |
- *                     +128| x27  | x28               |
- *                     +144| x29 (fp) | x30 (lr)      |  lr: where `ret` resumes
- *                     +160| FPCR | zero padding      |  sp stays 16-byte aligned
- *                     +176+--------------------------+  higher addresses
+ *                     +0  | FPCR | x19               |
+ *                     +16 | x29 (fp) | x30 (lr)      |  lr: where `ret` resumes
+ *                     +32 +--------------------------+  higher addresses
  *
- * A fresh stack gets the same frame, written by Rust, whose x30 is
- * greenlet_trampoline and whose x19/x20 carry the entry function and its data.
+ * x20-x28 and d8-d15 are not in the frame: the `asm!` block that calls the
+ * switch declares them clobbered, and the compiler saves the live ones (see
+ * the top of aarch64_aapcs_elf_gas.S). A fresh stack gets the same frame,
+ * written by Rust, whose x30 is greenlet_trampoline and whose x19/x29 carry
+ * the entry function and its data.
  */
-#define GREENLET_FRAME_D8 0
-#define GREENLET_FRAME_X19 64
-#define GREENLET_FRAME_X20 72
-#define GREENLET_FRAME_X29 144
-#define GREENLET_FRAME_X30 152
-#define GREENLET_FRAME_FPCR 160
-#define GREENLET_FRAME_SIZE 176
+#define GREENLET_FRAME_FPCR 0
+#define GREENLET_FRAME_X19 8
+#define GREENLET_FRAME_X29 16
+#define GREENLET_FRAME_X30 24
+#define GREENLET_FRAME_SIZE 32

@@ -11,24 +11,19 @@
  *                     +0  | MXCSR (32 bits)          |  stmxcsr
  *                     +4  | x87 control word (16)    |  fnstcw
  *                     +6  | unused (16 bits)         |  whatever was there
- *                     +8  | r15                      |
- *                     +16 | r14                      |
- *                     +24 | r13                      |
- *                     +32 | r12                      |
- *                     +40 | rbx                      |
- *                     +48 | rbp                      |
- *                     +56 | return address           |  where the switch resumes
- *                     +64 +--------------------------+  higher addresses
+ *                     +8  | rbx                      |
+ *                     +16 | rbp                      |
+ *                     +24 | resume address           |  pushed by `call`
+ *                     +32 +--------------------------+  higher addresses
  *
- * A fresh stack gets the same frame, written by Rust, whose return address is
- * greenlet_trampoline and whose r12/r13 carry the entry function and its data.
+ * r12-r15 are not in the frame: the `asm!` block that calls the switch
+ * declares them clobbered, and the compiler saves the live ones (see the top
+ * of x86_64_sysv_elf_gas.S). A fresh stack gets the same frame, written by
+ * Rust, whose resume address is greenlet_trampoline and whose rbx/rbp carry
+ * the entry function and its data.
  */
 #define GREENLET_FRAME_FP_CONTROL 0
-#define GREENLET_FRAME_R15 8
-#define GREENLET_FRAME_R14 16
-#define GREENLET_FRAME_R13 24
-#define GREENLET_FRAME_R12 32
-#define GREENLET_FRAME_RBX 40
-#define GREENLET_FRAME_RBP 48
-#define GREENLET_FRAME_RETURN_ADDRESS 56
-#define GREENLET_FRAME_SIZE 64
+#define GREENLET_FRAME_RBX 8
+#define GREENLET_FRAME_RBP 16
+#define GREENLET_FRAME_RETURN_ADDRESS 24
+#define GREENLET_FRAME_SIZE 32

@@ -157,10 +157,11 @@ pub unsafe fn init_stack(top: *mut u8, entry: Entry, data: *mut u8) -> StackPoin
 ///     }
 /// }
 /// ```
+#[inline(always)]
 pub unsafe fn switch(arg: usize, to: StackPointer, save: *mut Option<StackPointer>) -> usize {
     // SAFETY: the caller upholds the asm contract stated above; the save slot
     // has the layout of a raw pointer, which is what the asm writes.
-    unsafe { arch::greenlet_switch(arg, to.as_ptr(), save.cast()) }
+    unsafe { arch::switch(arg, to.as_ptr(), save.cast()) }
 }
 
 /// The smallest stack region [`init_stack`] accepts: the initial frame plus

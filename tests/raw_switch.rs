@@ -26,12 +26,24 @@ use util::RawCoroutine;
 // ---------------------------------------------------------------------------
 // 1. Callee-saved registers
 
-// The asm entry point itself. The canary test calls it from inside its own
-// `asm!` block, where `greenlet::raw::switch` (a Rust-ABI function) cannot be
-// called, and where any wrapper would save and restore registers itself and
-// could hide a switch that does not.
-unsafe extern "C" {
-    fn greenlet_switch(arg: usize, to: *mut u8, save: *mut *mut u8) -> usize;
+/// The switch behind a C-ABI function, which is what the canary `asm!` block
+/// calls with every callee-saved register loaded (a Rust function cannot be
+/// called from `asm!`). The assembly saves only the registers the compiler
+/// cannot (rbx, rbp / x19, x29) and `raw::switch` declares the others
+/// clobbered; this function keeps the C ABI's promise only if that split is
+/// right, so every callee-saved register comes back intact, or the test
+/// fails.
+///
+/// # Safety
+///
+/// As for [`raw::switch`].
+unsafe extern "C" fn switch_through_raw(
+    arg: usize,
+    to: StackPointer,
+    save: *mut Option<StackPointer>,
+) -> usize {
+    // SAFETY: the caller upholds `raw::switch`'s contract.
+    unsafe { raw::switch(arg, to, save) }
 }
 
 /// Everything the canary `asm!` block reads and writes, addressed from one
@@ -110,7 +122,7 @@ impl Registers {
 }
 
 /// Loads `canaries` into every callee-saved register, calls
-/// `greenlet_switch(arg, to, save)` with them in place, and stores the same
+/// `switch_through_raw(arg, to, save)` with them in place, and stores the same
 /// registers the instant the switch returns. Returns the switch's result and
 /// the registers seen after it.
 ///
@@ -125,7 +137,7 @@ unsafe fn switch_with_canaries(
 ) -> (usize, Registers) {
     let mut frame = CanaryFrame {
         expected: *canaries,
-        function: greenlet_switch as *const () as usize,
+        function: switch_through_raw as *const () as usize,
         arg,
         to: to.as_ptr() as usize,
         save: save as usize,

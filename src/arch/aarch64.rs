@@ -11,42 +11,68 @@ use static_assertions::const_assert_eq;
 /// The frame `greenlet_switch` pops when it first resumes a fresh stack.
 #[repr(C)]
 pub(crate) struct InitialFrame {
-    d8_d15: [u64; 8],
+    fpcr: u64,
     /// The trampoline calls this.
     x19_entry: usize,
-    /// The trampoline passes this as the entry's second argument.
-    x20_data: usize,
-    x21_x28: [usize; 8],
-    /// Zero: frame-pointer walkers stop at a greenlet's root.
-    x29: usize,
+    /// The trampoline passes this as the entry's second argument, then
+    /// zeroes x29 so that frame-pointer walkers stop at a greenlet's root.
+    x29_data: usize,
     /// `ret` in `greenlet_switch` jumps here.
     x30: usize,
-    fpcr: u64,
-    padding: u64,
 }
 
-const_assert_eq!(offset_of!(InitialFrame, d8_d15), frame::D8);
-const_assert_eq!(offset_of!(InitialFrame, x19_entry), frame::X19);
-const_assert_eq!(offset_of!(InitialFrame, x20_data), frame::X20);
-const_assert_eq!(offset_of!(InitialFrame, x29), frame::X29);
-const_assert_eq!(offset_of!(InitialFrame, x30), frame::X30);
 const_assert_eq!(offset_of!(InitialFrame, fpcr), frame::FPCR);
+const_assert_eq!(offset_of!(InitialFrame, x19_entry), frame::X19);
+const_assert_eq!(offset_of!(InitialFrame, x29_data), frame::X29);
+const_assert_eq!(offset_of!(InitialFrame, x30), frame::X30);
 const_assert_eq!(size_of::<InitialFrame>(), frame::SIZE);
 const_assert_eq!(frame::SIZE % 16, 0);
 
 impl InitialFrame {
     pub(crate) fn new(entry: Entry, data: *mut u8) -> Self {
         InitialFrame {
-            d8_d15: [0; 8],
-            x19_entry: entry as *const () as usize,
-            x20_data: data as usize,
-            x21_x28: [0; 8],
-            x29: 0,
-            x30: greenlet_trampoline as *const () as usize,
             // Round to nearest, no traps, no flush-to-zero: what a new thread
             // gets.
             fpcr: 0,
-            padding: 0,
+            x19_entry: entry as *const () as usize,
+            x29_data: data as usize,
+            x30: greenlet_trampoline as *const () as usize,
         }
     }
+}
+
+/// Calls `greenlet_switch` with its private convention (see the `.S` file):
+/// x0 carries the word both ways; x20-x28, v8-v15 and every caller-saved
+/// register are declared clobbered, so the compiler saves the live ones.
+///
+/// # Safety
+///
+/// As for [`crate::raw::switch`].
+#[inline(always)]
+pub(crate) unsafe fn switch(arg: usize, to: *mut u8, save: *mut *mut u8) -> usize {
+    let word: usize;
+    // SAFETY: the callee keeps x19, x29, sp and FPCR, which the compiler may
+    // rely on; everything else it may change is declared here (`clobber_abi`
+    // covers x0-x18, x30 and all of v0-v31, so v8-v15 too). The caller
+    // upholds the switch contract.
+    unsafe {
+        core::arch::asm!(
+            "bl {switch}",
+            switch = sym super::greenlet_switch,
+            inlateout("x0") arg => word,
+            inlateout("x1") to => _,
+            inlateout("x2") save => _,
+            lateout("x20") _,
+            lateout("x21") _,
+            lateout("x22") _,
+            lateout("x23") _,
+            lateout("x24") _,
+            lateout("x25") _,
+            lateout("x26") _,
+            lateout("x27") _,
+            lateout("x28") _,
+            clobber_abi("C"),
+        );
+    }
+    word
 }

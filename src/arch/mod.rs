@@ -17,12 +17,12 @@ mod frame {
 #[cfg(target_arch = "x86_64")]
 mod x86_64;
 #[cfg(target_arch = "x86_64")]
-pub(crate) use x86_64::InitialFrame;
+pub(crate) use x86_64::{InitialFrame, switch};
 
 #[cfg(target_arch = "aarch64")]
 mod aarch64;
 #[cfg(target_arch = "aarch64")]
-pub(crate) use aarch64::InitialFrame;
+pub(crate) use aarch64::{InitialFrame, switch};
 
 #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
 compile_error!(
@@ -34,9 +34,11 @@ compile_error!(
 unsafe extern "C" {
     /// Saves the running context on its own stack, stores that stack pointer
     /// at `save`, resumes the context whose stack pointer is `to`, and hands it
-    /// `arg`. Returns, in this context, the word passed by whoever resumes it.
-    /// Contract in full: the comment above `greenlet_switch` in the `.S` file.
-    pub(crate) fn greenlet_switch(arg: usize, to: *mut u8, save: *mut *mut u8) -> usize;
+    /// a word. Never called as a Rust function: it has a private calling
+    /// convention, and only `switch` in this module's per-architecture file
+    /// calls it, from `asm!`. Contract in full: the comment above
+    /// `greenlet_switch` in the `.S` file.
+    pub(crate) fn greenlet_switch();
 
     /// Never called directly: its address is the return address of every
     /// initial frame. Ends the unwind chain of a greenlet's stack.

@@ -13,25 +13,17 @@ use static_assertions::const_assert_eq;
 pub(crate) struct InitialFrame {
     /// MXCSR in the low 32 bits, the x87 control word in the next 16.
     fp_control: u64,
-    r15: usize,
-    r14: usize,
-    /// The trampoline passes this as the entry's second argument.
-    r13_data: usize,
     /// The trampoline calls this.
-    r12_entry: usize,
-    rbx: usize,
-    /// Zero: frame-pointer walkers stop at a greenlet's root.
-    rbp: usize,
+    rbx_entry: usize,
+    /// The trampoline passes this as the entry's second argument, then
+    /// zeroes rbp so that frame-pointer walkers stop at a greenlet's root.
+    rbp_data: usize,
     return_address: usize,
 }
 
 const_assert_eq!(offset_of!(InitialFrame, fp_control), frame::FP_CONTROL);
-const_assert_eq!(offset_of!(InitialFrame, r15), frame::R15);
-const_assert_eq!(offset_of!(InitialFrame, r14), frame::R14);
-const_assert_eq!(offset_of!(InitialFrame, r13_data), frame::R13);
-const_assert_eq!(offset_of!(InitialFrame, r12_entry), frame::R12);
-const_assert_eq!(offset_of!(InitialFrame, rbx), frame::RBX);
-const_assert_eq!(offset_of!(InitialFrame, rbp), frame::RBP);
+const_assert_eq!(offset_of!(InitialFrame, rbx_entry), frame::RBX);
+const_assert_eq!(offset_of!(InitialFrame, rbp_data), frame::RBP);
 const_assert_eq!(
     offset_of!(InitialFrame, return_address),
     frame::RETURN_ADDRESS
@@ -49,13 +41,40 @@ impl InitialFrame {
     pub(crate) fn new(entry: Entry, data: *mut u8) -> Self {
         InitialFrame {
             fp_control: DEFAULT_FP_CONTROL,
-            r15: 0,
-            r14: 0,
-            r13_data: data as usize,
-            r12_entry: entry as *const () as usize,
-            rbx: 0,
-            rbp: 0,
+            rbx_entry: entry as *const () as usize,
+            rbp_data: data as usize,
             return_address: greenlet_trampoline as *const () as usize,
         }
     }
+}
+
+/// Calls `greenlet_switch` with its private convention (see the `.S` file):
+/// rax carries the word both ways; r12-r15 and every caller-saved register
+/// are declared clobbered, so the compiler saves the live ones.
+///
+/// # Safety
+///
+/// As for [`crate::raw::switch`].
+#[inline(always)]
+pub(crate) unsafe fn switch(arg: usize, to: *mut u8, save: *mut *mut u8) -> usize {
+    let word: usize;
+    // SAFETY: the callee keeps rbx, rbp, rsp and the FP control state, which
+    // the compiler may rely on; everything else it may change is declared
+    // here. The stack is 16-byte aligned at the `call` (an `asm!` guarantee
+    // without `nostack`). The caller upholds the switch contract.
+    unsafe {
+        core::arch::asm!(
+            "call {switch}",
+            switch = sym super::greenlet_switch,
+            inlateout("rax") arg => word,
+            inlateout("rsi") to => _,
+            inlateout("rdx") save => _,
+            lateout("r12") _,
+            lateout("r13") _,
+            lateout("r14") _,
+            lateout("r15") _,
+            clobber_abi("sysv64"),
+        );
+    }
+    word
 }
