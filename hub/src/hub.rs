@@ -806,7 +806,7 @@ impl Hub {
     }
 
     /// [`Hub::park`], inlined into the blocking calls of this module.
-    #[inline]
+    #[inline(always)]
     fn park_waiter(
         &self,
         me: &WaiterRef,
@@ -968,7 +968,11 @@ impl Hub {
         self.running_id.set(w.greenlet_id());
         let idle = self.running.replace(Some(e.who.clone()));
         debug_assert!(idle.is_none(), "the hub resumes one waiter at a time");
-        let outcome = panic::catch_unwind(AssertUnwindSafe(|| g.switch::<Wake, ()>(reason)));
+        // The closure returns the switch's error boxed (it is rare), so that
+        // what comes out of `catch_unwind` on the happy path is one word.
+        let outcome = panic::catch_unwind(AssertUnwindSafe(|| {
+            g.switch::<Wake, ()>(reason).map_err(Box::new)
+        }));
         drop(greenlet);
         self.running_id.set(u64::MAX);
         let resumed = self.running.take();
@@ -976,7 +980,7 @@ impl Hub {
         drop(idle);
         match outcome {
             Ok(Ok(())) => false,
-            Ok(Err(e)) => self.switch_failed(e),
+            Ok(Err(e)) => self.switch_failed(*e),
             Err(payload) => self.resume_panicked(payload),
         }
     }
@@ -1052,13 +1056,12 @@ impl Hub {
             // Busy: look at I/O and other threads now and then without
             // blocking, so that neither a spinning `sleep(ZERO)` nor a
             // timer that is always due (a `sleep(1 ms)` loop on a machine
-            // slower than that) starves them.
-            if self.has_io_sources() {
-                let n = self.busy_rounds.get().wrapping_add(1);
-                self.busy_rounds.set(n);
-                if n.is_multiple_of(BUSY_POLL_EVERY) {
-                    self.poll(Some(Duration::ZERO));
-                }
+            // slower than that) starves them. The batch is counted first:
+            // the sources are only looked up on the rounds that may poll.
+            let n = self.busy_rounds.get().wrapping_add(1);
+            self.busy_rounds.set(n);
+            if n.is_multiple_of(BUSY_POLL_EVERY) && self.has_io_sources() {
+                self.poll(Some(Duration::ZERO));
             }
             return;
         }

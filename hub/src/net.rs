@@ -178,6 +178,68 @@ impl fmt::Debug for Timeouts {
     }
 }
 
+/// What `TcpStream` and `UdpSocket` share: a registered socket whose reads
+/// and writes wait at most the timeouts that it shares with its clones.
+struct TimedSource<S: mio::event::Source> {
+    source: IoSource<S>,
+    timeouts: Rc<Timeouts>,
+}
+
+impl<S: mio::event::Source> TimedSource<S> {
+    /// Registers `socket`, with no timeouts.
+    fn new(socket: S) -> io::Result<TimedSource<S>> {
+        TimedSource::sharing(socket, Rc::default())
+    }
+
+    /// Registers `socket` (a duplicate of this one), sharing the timeouts.
+    fn clone_with(&self, socket: S) -> io::Result<TimedSource<S>> {
+        TimedSource::sharing(socket, self.timeouts.clone())
+    }
+
+    fn sharing(socket: S, timeouts: Rc<Timeouts>) -> io::Result<TimedSource<S>> {
+        Ok(TimedSource {
+            source: IoSource::new(socket)?,
+            timeouts,
+        })
+    }
+
+    fn get_ref(&self) -> &S {
+        self.source.get_ref()
+    }
+
+    /// Runs the read operation `op`, waiting within the read timeout.
+    fn read<R>(&self, op: impl FnMut(&S) -> io::Result<R>) -> io::Result<R> {
+        self.source.read_with(self.timeouts.read.get(), op)
+    }
+
+    /// Runs the write operation `op`, waiting within the write timeout.
+    fn write<R>(&self, op: impl FnMut(&S) -> io::Result<R>) -> io::Result<R> {
+        self.source.write_with(self.timeouts.write.get(), op)
+    }
+
+    /// Sets the read timeout; a zero duration is refused, as std does.
+    fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        check_timeout(timeout)?;
+        self.timeouts.read.set(timeout);
+        Ok(())
+    }
+
+    /// Sets the write timeout; a zero duration is refused, as std does.
+    fn set_write_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        check_timeout(timeout)?;
+        self.timeouts.write.set(timeout);
+        Ok(())
+    }
+
+    fn read_timeout(&self) -> Option<Duration> {
+        self.timeouts.read.get()
+    }
+
+    fn write_timeout(&self) -> Option<Duration> {
+        self.timeouts.write.get()
+    }
+}
+
 /// A std socket duplicated (`F_DUPFD_CLOEXEC`), for `try_clone`.
 fn duplicate<F: AsFd>(fd: &F) -> io::Result<socket2::Socket> {
     socket2::SockRef::from(fd).try_clone()
@@ -215,18 +277,10 @@ fn duplicate<F: AsFd>(fd: &F) -> io::Result<socket2::Socket> {
 /// # Ok::<(), greenlet_hub::Error>(())
 /// ```
 pub struct TcpStream {
-    io: IoSource<mio::net::TcpStream>,
-    timeouts: Rc<Timeouts>,
+    io: TimedSource<mio::net::TcpStream>,
 }
 
 impl TcpStream {
-    fn register(stream: mio::net::TcpStream, timeouts: Rc<Timeouts>) -> io::Result<TcpStream> {
-        Ok(TcpStream {
-            io: IoSource::new(stream)?,
-            timeouts,
-        })
-    }
-
     /// Connects to `addr`, trying each address it resolves to in turn; the
     /// greenlet waits for the handshake, the thread does not.
     ///
@@ -265,20 +319,17 @@ impl TcpStream {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn connect_timeout(addr: &SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
-        if timeout.is_zero() {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "cannot set a 0 duration timeout",
-            ));
-        }
+        check_timeout(Some(timeout))?;
         TcpStream::connect_to(*addr, Some(timeout))
     }
 
     fn connect_to(addr: SocketAddr, timeout: Option<Duration>) -> io::Result<TcpStream> {
-        let stream = TcpStream::register(mio::net::TcpStream::connect(addr)?, Rc::default())?;
+        let stream = TcpStream {
+            io: TimedSource::new(mio::net::TcpStream::connect(addr)?)?,
+        };
         // Connected once writable with no pending error and a peer (mio's
         // recipe); until then the check is one more `WouldBlock`.
-        stream.io.write_with(timeout, |s| {
+        stream.io.source.write_with(timeout, |s| {
             if let Some(e) = s.take_error()? {
                 return Err(e);
             }
@@ -311,7 +362,9 @@ impl TcpStream {
     /// ```
     pub fn from_std(stream: std::net::TcpStream) -> io::Result<TcpStream> {
         stream.set_nonblocking(true)?;
-        TcpStream::register(mio::net::TcpStream::from_std(stream), Rc::default())
+        Ok(TcpStream {
+            io: TimedSource::new(mio::net::TcpStream::from_std(stream))?,
+        })
     }
 
     /// The remote address.
@@ -471,9 +524,7 @@ impl TcpStream {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
-        check_timeout(timeout)?;
-        self.timeouts.read.set(timeout);
-        Ok(())
+        self.io.set_read_timeout(timeout)
     }
 
     /// Sets the timeout of every later write (`None`: wait forever).
@@ -493,9 +544,7 @@ impl TcpStream {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn set_write_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
-        check_timeout(timeout)?;
-        self.timeouts.write.set(timeout);
-        Ok(())
+        self.io.set_write_timeout(timeout)
     }
 
     /// The read timeout.
@@ -513,7 +562,7 @@ impl TcpStream {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn read_timeout(&self) -> io::Result<Option<Duration>> {
-        Ok(self.timeouts.read.get())
+        Ok(self.io.read_timeout())
     }
 
     /// The write timeout.
@@ -526,7 +575,7 @@ impl TcpStream {
     ///
     /// See [`set_write_timeout`](Self::set_write_timeout).
     pub fn write_timeout(&self) -> io::Result<Option<Duration>> {
-        Ok(self.timeouts.write.get())
+        Ok(self.io.write_timeout())
     }
 
     /// Reads without consuming (`MSG_PEEK`), waiting for data like `read`.
@@ -552,7 +601,7 @@ impl TcpStream {
     /// ```
     pub fn peek(&self, buf: &mut [u8]) -> io::Result<usize> {
         // Never marks the direction drained: the data stays queued.
-        self.io.read_with(self.timeouts.read.get(), |s| s.peek(buf))
+        self.io.read(|s| s.peek(buf))
     }
 
     /// A second handle to the same connection (a duplicated descriptor,
@@ -579,50 +628,43 @@ impl TcpStream {
     /// ```
     pub fn try_clone(&self) -> io::Result<TcpStream> {
         let std_stream: std::net::TcpStream = duplicate(self.io.get_ref())?.into();
-        TcpStream::register(
-            mio::net::TcpStream::from_std(std_stream),
-            self.timeouts.clone(),
-        )
+        Ok(TcpStream {
+            io: self
+                .io
+                .clone_with(mio::net::TcpStream::from_std(std_stream))?,
+        })
     }
 
     fn read_into(&self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self
-            .io
-            .read_with(self.timeouts.read.get(), |mut s| s.read(buf))?;
+        let n = self.io.read(|mut s| s.read(buf))?;
         if n > 0 && n < buf.len() {
-            self.io.note_drained(Direction::Read);
+            self.io.source.note_drained(Direction::Read);
         }
         Ok(n)
     }
 
     fn read_into_vectored(&self, bufs: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
         let len: usize = bufs.iter().map(|b| b.len()).sum();
-        let n = self
-            .io
-            .read_with(self.timeouts.read.get(), |mut s| s.read_vectored(bufs))?;
+        let n = self.io.read(|mut s| s.read_vectored(bufs))?;
         if n > 0 && n < len {
-            self.io.note_drained(Direction::Read);
+            self.io.source.note_drained(Direction::Read);
         }
         Ok(n)
     }
 
     fn write_from(&self, buf: &[u8]) -> io::Result<usize> {
-        let n = self
-            .io
-            .write_with(self.timeouts.write.get(), |mut s| s.write(buf))?;
+        let n = self.io.write(|mut s| s.write(buf))?;
         if n > 0 && n < buf.len() {
-            self.io.note_drained(Direction::Write);
+            self.io.source.note_drained(Direction::Write);
         }
         Ok(n)
     }
 
     fn write_from_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         let len: usize = bufs.iter().map(|b| b.len()).sum();
-        let n = self
-            .io
-            .write_with(self.timeouts.write.get(), |mut s| s.write_vectored(bufs))?;
+        let n = self.io.write(|mut s| s.write_vectored(bufs))?;
         if n > 0 && n < len {
-            self.io.note_drained(Direction::Write);
+            self.io.source.note_drained(Direction::Write);
         }
         Ok(n)
     }
@@ -815,7 +857,8 @@ impl TcpListener {
     /// See [`TcpListener`].
     pub fn accept(&self) -> io::Result<(TcpStream, SocketAddr)> {
         let (stream, peer) = self.io.read_with(None, |s| s.accept())?;
-        Ok((TcpStream::register(stream, Rc::default())?, peer))
+        let io = TimedSource::new(stream)?;
+        Ok((TcpStream { io }, peer))
     }
 
     /// An endless iterator of accepted connections (`accept` in a loop).
@@ -966,18 +1009,10 @@ impl Iterator for Incoming<'_> {
 /// # Ok::<(), std::io::Error>(())
 /// ```
 pub struct UdpSocket {
-    io: IoSource<mio::net::UdpSocket>,
-    timeouts: Rc<Timeouts>,
+    io: TimedSource<mio::net::UdpSocket>,
 }
 
 impl UdpSocket {
-    fn register(socket: mio::net::UdpSocket, timeouts: Rc<Timeouts>) -> io::Result<UdpSocket> {
-        Ok(UdpSocket {
-            io: IoSource::new(socket)?,
-            timeouts,
-        })
-    }
-
     /// Binds to `addr`.
     ///
     /// # Errors
@@ -989,7 +1024,9 @@ impl UdpSocket {
     /// See [`UdpSocket`].
     pub fn bind<A: ToSocketAddrs>(addr: A) -> io::Result<UdpSocket> {
         each_addr(&addr, |a| {
-            UdpSocket::register(mio::net::UdpSocket::bind(a)?, Rc::default())
+            Ok(UdpSocket {
+                io: TimedSource::new(mio::net::UdpSocket::bind(a)?)?,
+            })
         })
     }
 
@@ -1008,7 +1045,9 @@ impl UdpSocket {
     /// ```
     pub fn from_std(socket: std::net::UdpSocket) -> io::Result<UdpSocket> {
         socket.set_nonblocking(true)?;
-        UdpSocket::register(mio::net::UdpSocket::from_std(socket), Rc::default())
+        Ok(UdpSocket {
+            io: TimedSource::new(mio::net::UdpSocket::from_std(socket))?,
+        })
     }
 
     /// Sends a datagram to `addr` (its first address).
@@ -1027,8 +1066,7 @@ impl UdpSocket {
                 "no addresses to send data to",
             ));
         };
-        self.io
-            .write_with(self.timeouts.write.get(), |s| s.send_to(buf, target))
+        self.io.write(|s| s.send_to(buf, target))
     }
 
     /// Waits for a datagram and receives it with its sender's address.
@@ -1041,8 +1079,7 @@ impl UdpSocket {
     ///
     /// See [`UdpSocket`].
     pub fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
-        self.io
-            .read_with(self.timeouts.read.get(), |s| s.recv_from(buf))
+        self.io.read(|s| s.recv_from(buf))
     }
 
     /// As [`recv_from`](Self::recv_from), leaving the datagram queued.
@@ -1062,8 +1099,7 @@ impl UdpSocket {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn peek_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
-        self.io
-            .read_with(self.timeouts.read.get(), |s| s.peek_from(buf))
+        self.io.read(|s| s.peek_from(buf))
     }
 
     /// Sets the default peer of `send` and `recv` (and filters what `recv`
@@ -1102,8 +1138,7 @@ impl UdpSocket {
     ///
     /// See [`connect`](Self::connect).
     pub fn send(&self, buf: &[u8]) -> io::Result<usize> {
-        self.io
-            .write_with(self.timeouts.write.get(), |s| s.send(buf))
+        self.io.write(|s| s.send(buf))
     }
 
     /// Waits for a datagram from the connected peer.
@@ -1116,7 +1151,7 @@ impl UdpSocket {
     ///
     /// See [`connect`](Self::connect).
     pub fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
-        self.io.read_with(self.timeouts.read.get(), |s| s.recv(buf))
+        self.io.read(|s| s.recv(buf))
     }
 
     /// The local address.
@@ -1162,9 +1197,7 @@ impl UdpSocket {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
-        check_timeout(timeout)?;
-        self.timeouts.read.set(timeout);
-        Ok(())
+        self.io.set_read_timeout(timeout)
     }
 
     /// Sets the timeout of every later send (`None`: wait forever).
@@ -1181,9 +1214,7 @@ impl UdpSocket {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn set_write_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
-        check_timeout(timeout)?;
-        self.timeouts.write.set(timeout);
-        Ok(())
+        self.io.set_write_timeout(timeout)
     }
 
     /// The receive timeout.
@@ -1200,7 +1231,7 @@ impl UdpSocket {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn read_timeout(&self) -> io::Result<Option<Duration>> {
-        Ok(self.timeouts.read.get())
+        Ok(self.io.read_timeout())
     }
 
     /// The send timeout.
@@ -1217,7 +1248,7 @@ impl UdpSocket {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn write_timeout(&self) -> io::Result<Option<Duration>> {
-        Ok(self.timeouts.write.get())
+        Ok(self.io.write_timeout())
     }
 
     /// Allows sending to broadcast addresses.
@@ -1283,10 +1314,11 @@ impl UdpSocket {
     /// ```
     pub fn try_clone(&self) -> io::Result<UdpSocket> {
         let std_socket: std::net::UdpSocket = duplicate(self.io.get_ref())?.into();
-        UdpSocket::register(
-            mio::net::UdpSocket::from_std(std_socket),
-            self.timeouts.clone(),
-        )
+        Ok(UdpSocket {
+            io: self
+                .io
+                .clone_with(mio::net::UdpSocket::from_std(std_socket))?,
+        })
     }
 }
 

@@ -93,6 +93,41 @@ fn per_round_trip(elapsed: Duration, round_trips: u64) -> f64 {
 
 /// How many complete requests (`\r\n\r\n`-terminated heads) `pending`
 /// holds; drops them from it.
+/// Runs the echo clients `runs` times for `run_for` each, after one
+/// warm-up run: `round` starts them with the deadline of the run and
+/// returns the round trips they made in all. Microseconds per round trip,
+/// one figure per run but the warm-up.
+fn timed_runs<E>(
+    runs: usize,
+    run_for: Duration,
+    mut round: impl FnMut(Instant) -> Result<u64, E>,
+) -> Result<Vec<f64>, E> {
+    let mut figures = Vec::new();
+    for run in 0..=runs {
+        let deadline = Instant::now() + run_for;
+        let start = Instant::now();
+        let total = round(deadline)?;
+        if run > 0 {
+            figures.push(per_round_trip(start.elapsed(), total));
+        }
+    }
+    Ok(figures)
+}
+
+/// One echo client over a blocking-style stream (a green or a may socket):
+/// `size`-byte round trips until `deadline`; how many it made.
+fn round_trips<S: Read + Write>(s: &mut S, size: usize, deadline: Instant) -> std::io::Result<u64> {
+    let out = vec![7u8; size];
+    let mut back = vec![0u8; size];
+    let mut n = 0u64;
+    while Instant::now() < deadline {
+        s.write_all(&out)?;
+        s.read_exact(&mut back)?;
+        n += 1;
+    }
+    Ok(n)
+}
+
 fn take_requests(pending: &mut Vec<u8>) -> usize {
     let mut count = 0;
     let mut start = 0;
@@ -129,24 +164,13 @@ mod hub {
         let server = StreamServer::bind("127.0.0.1:0", echo_conn)?;
         server.start()?;
         let addr = server.local_addr();
-        let mut figures = Vec::new();
-        for run in 0..=runs {
-            let deadline = Instant::now() + run_for;
-            let start = Instant::now();
+        let figures = timed_runs(runs, run_for, |deadline| {
             let clients: Vec<_> = (0..conns)
                 .map(|_| {
                     spawn(move || {
                         let mut s = TcpStream::connect(addr)?;
                         s.set_nodelay(true)?;
-                        let out = vec![7u8; size];
-                        let mut back = vec![0u8; size];
-                        let mut n = 0u64;
-                        while Instant::now() < deadline {
-                            s.write_all(&out)?;
-                            s.read_exact(&mut back)?;
-                            n += 1;
-                        }
-                        Ok(n)
+                        Ok(round_trips(&mut s, size, deadline)?)
                     })
                 })
                 .collect();
@@ -154,10 +178,8 @@ mod hub {
             for c in &clients {
                 total += c.get(None)?;
             }
-            if run > 0 {
-                figures.push(per_round_trip(start.elapsed(), total));
-            }
-        }
+            Ok::<u64, Error>(total)
+        })?;
         server.stop(None)?;
         Ok(figures)
     }
@@ -358,24 +380,13 @@ mod may_impl {
                 go!(move || echo_conn(conn));
             }
         });
-        let mut figures = Vec::new();
-        for run in 0..=runs {
-            let deadline = Instant::now() + run_for;
-            let start = Instant::now();
+        timed_runs(runs, run_for, |deadline| {
             let clients: Vec<_> = (0..conns)
                 .map(|_| {
                     go!(move || -> std::io::Result<u64> {
                         let mut s = TcpStream::connect(addr)?;
                         s.set_nodelay(true)?;
-                        let out = vec![7u8; size];
-                        let mut back = vec![0u8; size];
-                        let mut n = 0u64;
-                        while Instant::now() < deadline {
-                            s.write_all(&out)?;
-                            s.read_exact(&mut back)?;
-                            n += 1;
-                        }
-                        Ok(n)
+                        round_trips(&mut s, size, deadline)
                     })
                 })
                 .collect();
@@ -383,11 +394,8 @@ mod may_impl {
             for c in clients {
                 total += c.join().map_err(|_| "a may client panicked")??;
             }
-            if run > 0 {
-                figures.push(per_round_trip(start.elapsed(), total));
-            }
-        }
-        Ok(figures)
+            Ok::<u64, Box<dyn std::error::Error + Send + Sync>>(total)
+        })
     }
 
     fn http_conn(mut conn: TcpStream) {
