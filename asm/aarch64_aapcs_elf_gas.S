@@ -1,9 +1,14 @@
 /*
  * aarch64_aapcs_elf_gas.S: the context switch for aarch64, AAPCS64, ELF.
  *
- * Two entry points:
- *   greenlet_switch      save the running context, resume another, pass a word
- *   greenlet_trampoline  the first code a fresh stack runs; calls the entry
+ * Three entry points:
+ *   greenlet_switch            save the running context, resume another,
+ *                              pass a word
+ *   greenlet_trampoline        the first code a fresh stack runs; calls the
+ *                              entry
+ *   greenlet_probe_trampoline  the same for a probe started under a
+ *                              suspended context, whose call chain it
+ *                              continues (backtraces of suspended greenlets)
  *
  * Who saves what. A switch must preserve the whole callee-saved set of
  * AAPCS64: x19-x28, x29 (fp), x30 (lr), sp, the low halves of v8-v15, and
@@ -120,5 +125,32 @@ FUNCTION_BEGIN(trampoline)
     /* `entry` returned, which its contract forbids. */
     brk #1
 FUNCTION_END(trampoline)
+
+/*
+ * greenlet_probe_trampoline: like greenlet_trampoline, for a probe: a
+ * context started just below a suspended context's saved frame, on the same
+ * stack, to look at that context without resuming it (a backtrace of a
+ * suspended greenlet). Its initial frame sits right under the suspended
+ * frame, so on entry sp points at that frame: the CFI below describes it as
+ * greenlet_switch's own frame, and an unwinder walks from the probe into the
+ * suspended context's call chain, down to its root. x29 is pointed at the
+ * saved x29/x30 pair, a valid frame record, so frame-pointer walkers follow
+ * the same path.
+ *
+ * On entry:  x0 = the word passed by the switch into the probe;
+ *            x19 = entry, x29 = data (as for greenlet_trampoline);
+ *            sp = the suspended context's saved stack pointer.
+ * On exit:   never returns; `entry` must switch away for good.
+ */
+FUNCTION_BEGIN(probe_trampoline)
+    .cfi_def_cfa sp, GREENLET_FRAME_SIZE
+    .cfi_offset x19, GREENLET_FRAME_X19 - GREENLET_FRAME_SIZE
+    .cfi_offset x29, GREENLET_FRAME_X29 - GREENLET_FRAME_SIZE
+    .cfi_offset x30, GREENLET_FRAME_X30 - GREENLET_FRAME_SIZE
+    mov x1, x29
+    add x29, sp, #GREENLET_FRAME_X29
+    blr x19
+    brk #1
+FUNCTION_END(probe_trampoline)
 
 GNU_STACK_NOTE

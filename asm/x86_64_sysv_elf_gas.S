@@ -1,9 +1,14 @@
 /*
  * x86_64_sysv_elf_gas.S: the context switch for x86_64, System V ABI, ELF.
  *
- * Two entry points:
- *   greenlet_switch      save the running context, resume another, pass a word
- *   greenlet_trampoline  the first code a fresh stack runs; calls the entry
+ * Three entry points:
+ *   greenlet_switch            save the running context, resume another,
+ *                              pass a word
+ *   greenlet_trampoline        the first code a fresh stack runs; calls the
+ *                              entry
+ *   greenlet_probe_trampoline  the same for a probe started under a
+ *                              suspended context, whose call chain it
+ *                              continues (backtraces of suspended greenlets)
  *
  * Who saves what. A switch must preserve the whole callee-saved set of the
  * System V ABI: rbx, rbp, r12-r15, rsp, MXCSR's control bits and the x87
@@ -170,5 +175,33 @@ FUNCTION_BEGIN(trampoline)
      * the end of the stack. */
     ud2
 FUNCTION_END(trampoline)
+
+/*
+ * greenlet_probe_trampoline: like greenlet_trampoline, for a probe: a
+ * context started just below a suspended context's saved frame, on the same
+ * stack, to look at that context without resuming it (a backtrace of a
+ * suspended greenlet). Its initial frame sits right under the suspended
+ * frame, so on entry rsp points at that frame: the CFI below describes it as
+ * greenlet_switch's own frame, and an unwinder walks from the probe into the
+ * suspended context's call chain, down to its root. rbp is pointed at the
+ * saved rbp and resume address, a valid frame record, so frame-pointer
+ * walkers follow the same path.
+ *
+ * On entry:  rax = the word passed by the switch into the probe;
+ *            rbx = entry, rbp = data (as for greenlet_trampoline);
+ *            rsp = the suspended context's saved stack pointer.
+ * On exit:   never returns; `entry` must switch away for good.
+ */
+FUNCTION_BEGIN(probe_trampoline)
+    .cfi_def_cfa %rsp, GREENLET_FRAME_SIZE
+    .cfi_offset %rip, GREENLET_FRAME_RETURN_ADDRESS - GREENLET_FRAME_SIZE
+    .cfi_offset %rbp, GREENLET_FRAME_RBP - GREENLET_FRAME_SIZE
+    .cfi_offset %rbx, GREENLET_FRAME_RBX - GREENLET_FRAME_SIZE
+    movq %rax, %rdi
+    movq %rbp, %rsi
+    leaq GREENLET_FRAME_RBP(%rsp), %rbp
+    callq *%rbx
+    ud2
+FUNCTION_END(probe_trampoline)
 
 GNU_STACK_NOTE

@@ -94,6 +94,8 @@ mod greenlet;
 #[cfg(feature = "std")]
 mod overflow;
 #[cfg(feature = "std")]
+mod probe;
+#[cfg(feature = "std")]
 mod sanitizer;
 
 #[cfg(feature = "std")]

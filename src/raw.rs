@@ -108,9 +108,45 @@ pub unsafe fn init_stack(top: *mut u8, entry: Entry, data: *mut u8) -> StackPoin
     let frame = (aligned_top - INITIAL_FRAME_SIZE) as *mut InitialFrame;
     // SAFETY: the caller guarantees the region below `top` is writable and
     // large enough; `frame` is 16-byte aligned, more than the struct needs.
-    unsafe { frame.write(InitialFrame::new(entry, data)) };
+    unsafe { frame.write(InitialFrame::new(entry, data, arch::greenlet_trampoline)) };
     // SAFETY: `frame` is derived from a non-null stack top minus a small
     // constant, so it is not null.
+    StackPointer(unsafe { NonNull::new_unchecked(frame.cast()) })
+}
+
+/// Writes the initial frame of a *probe* just below the saved frame of the
+/// suspended context `under`, on that context's stack, and returns the stack
+/// pointer that starts it.
+///
+/// The first [`switch`] to the returned pointer calls `entry(arg, data)` on
+/// the free part of `under`'s stack, below everything `under` keeps, with a
+/// call chain that continues into `under`'s: an unwinder (a backtrace) taken
+/// in `entry` walks through `under`'s suspended frames down to its root.
+/// `under` itself is neither resumed nor modified, and stays resumable once
+/// the probe has switched away for good; the probe must not be resumed after
+/// `under` is.
+///
+/// # Safety
+///
+/// - `under` is a suspended context (from a `save` slot) that is not resumed
+///   while the probe runs;
+/// - the free part of its stack below `under` is at least as large as the
+///   probe needs, and writable;
+/// - `entry` upholds the contract of [`Entry`].
+pub(crate) unsafe fn init_probe(under: StackPointer, entry: Entry, data: *mut u8) -> StackPointer {
+    // Saved frames are 16-byte aligned, so the probe's frame ends exactly at
+    // `under`, which is what the probe trampoline's CFI relies on.
+    let frame = (under.as_ptr() as usize - INITIAL_FRAME_SIZE) as *mut InitialFrame;
+    // SAFETY: the caller guarantees the free stack below `under` is writable;
+    // `frame` is 16-byte aligned, more than the struct needs.
+    unsafe {
+        frame.write(InitialFrame::new(
+            entry,
+            data,
+            arch::greenlet_probe_trampoline,
+        ))
+    };
+    // SAFETY: `frame` is a stack address minus a small constant, not null.
     StackPointer(unsafe { NonNull::new_unchecked(frame.cast()) })
 }
 

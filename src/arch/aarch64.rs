@@ -4,7 +4,7 @@
 //! `asm/aarch64_aapcs_elf_gas.S`. The assertions below fail the build if this
 //! struct and the header disagree on any offset.
 
-use super::{Entry, frame, greenlet_trampoline};
+use super::{Entry, frame};
 use core::mem::{offset_of, size_of};
 use static_assertions::const_assert_eq;
 
@@ -29,14 +29,16 @@ const_assert_eq!(size_of::<InitialFrame>(), frame::SIZE);
 const_assert_eq!(frame::SIZE % 16, 0);
 
 impl InitialFrame {
-    pub(crate) fn new(entry: Entry, data: *mut u8) -> Self {
+    /// The frame that starts `entry(arg, data)` through `trampoline`
+    /// (`greenlet_trampoline`, or `greenlet_probe_trampoline` for a probe).
+    pub(crate) fn new(entry: Entry, data: *mut u8, trampoline: unsafe extern "C" fn()) -> Self {
         InitialFrame {
             // Round to nearest, no traps, no flush-to-zero: what a new thread
             // gets.
             fpcr: 0,
             x19_entry: entry as *const () as usize,
             x29_data: data as usize,
-            x30: greenlet_trampoline as *const () as usize,
+            x30: trampoline as *const () as usize,
         }
     }
 }

@@ -43,6 +43,11 @@ unsafe extern "C" {
     /// Never called directly: its address is the return address of every
     /// initial frame. Ends the unwind chain of a greenlet's stack.
     pub(crate) fn greenlet_trampoline();
+
+    /// Never called directly: the return address of a probe's initial frame,
+    /// placed right under a suspended context's frame. Its CFI continues the
+    /// unwind chain into that context.
+    pub(crate) fn greenlet_probe_trampoline();
 }
 
 /// The signature of the function a fresh stack starts in: it receives the

@@ -4,7 +4,7 @@
 //! `asm/x86_64_sysv_elf_gas.S`. The assertions below fail the build if this
 //! struct and the header disagree on any offset.
 
-use super::{Entry, frame, greenlet_trampoline};
+use super::{Entry, frame};
 use core::mem::{offset_of, size_of};
 use static_assertions::const_assert_eq;
 
@@ -38,12 +38,14 @@ const_assert_eq!(frame::SIZE % 16, 0);
 const DEFAULT_FP_CONTROL: u64 = 0x1F80 | (0x037F << 32);
 
 impl InitialFrame {
-    pub(crate) fn new(entry: Entry, data: *mut u8) -> Self {
+    /// The frame that starts `entry(arg, data)` through `trampoline`
+    /// (`greenlet_trampoline`, or `greenlet_probe_trampoline` for a probe).
+    pub(crate) fn new(entry: Entry, data: *mut u8, trampoline: unsafe extern "C" fn()) -> Self {
         InitialFrame {
             fp_control: DEFAULT_FP_CONTROL,
             rbx_entry: entry as *const () as usize,
             rbp_data: data as usize,
-            return_address: greenlet_trampoline as *const () as usize,
+            return_address: trampoline as *const () as usize,
         }
     }
 }
