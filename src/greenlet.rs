@@ -339,6 +339,9 @@ struct Inner {
     /// For an unstarted greenlet: the body stored at the top of its stack and
     /// the function that drops it in place if it never runs.
     body: Cell<Option<StoredBody>>,
+    /// The next record of the thread's recycled list (see `recycle`), while
+    /// this one is in it.
+    next_free: Cell<*const Inner>,
 }
 
 /// Where an unstarted body lives, and how to drop it there.
@@ -458,6 +461,13 @@ struct ThreadState {
     tracing: Cell<bool>,
     /// Set once this thread's `Teardown` destructor has run.
     torn_down: Cell<bool>,
+    /// Dead records kept for reuse, so that creating a greenlet in the
+    /// steady state allocates nothing (its stack comes from the stack pool):
+    /// a list linked through `Inner::next_free`, each entry an `Rc::into_raw`
+    /// that is its record's only reference. `Teardown` frees it, after which
+    /// nothing more is kept.
+    recycled: Cell<*const Inner>,
+    recycled_len: Cell<usize>,
     /// A weak reference (`Weak::into_raw`) to this thread's main greenlet,
     /// so that a main released at teardown is revived, not duplicated, when
     /// a later thread-local destructor still drops greenlets whose parent
@@ -474,6 +484,8 @@ std::thread_local! {
             origin: Cell::new(ptr::null()),
             tracing: Cell::new(false),
             torn_down: Cell::new(false),
+            recycled: Cell::new(ptr::null()),
+            recycled_len: Cell::new(0),
             main: Cell::new(ptr::null()),
         }
     };
@@ -481,7 +493,9 @@ std::thread_local! {
     static TEARDOWN: Teardown = const { Teardown };
 }
 
-/// Releases the main greenlet when the thread exits.
+/// Releases the main greenlet and frees the recycled records when the
+/// thread exits. Registered when main is first made, hence before any record
+/// is recycled.
 struct Teardown;
 
 impl Drop for Teardown {
@@ -489,6 +503,18 @@ impl Drop for Teardown {
         THREAD.with(|t| {
             t.torn_down.set(true);
             release_main_if_current(t);
+            loop {
+                let head = t.recycled.get();
+                if head.is_null() {
+                    break;
+                }
+                // SAFETY: a list entry owns its record's only reference
+                // (from `Rc::into_raw`); it is unlinked before it is dropped.
+                let record = unsafe { Rc::from_raw(head) };
+                t.recycled.set(record.next_free.get());
+                t.recycled_len.set(t.recycled_len.get() - 1);
+                drop(record);
+            }
         });
     }
 }
@@ -566,6 +592,7 @@ fn make_main(t: &ThreadState) -> *const Inner {
         fiber: Fiber::new(0, 0),
         low_water: Cell::new(usize::MAX),
         body: Cell::new(None),
+        next_free: Cell::new(ptr::null()),
     });
     t.main.set(std::rc::Weak::into_raw(Rc::downgrade(&main)));
     let raw = Rc::into_raw(main);
@@ -583,12 +610,10 @@ fn make_main(t: &ThreadState) -> *const Inner {
     raw
 }
 
-fn next_id() -> u64 {
-    THREAD.with(|t| {
-        let id = t.next_id.get();
-        t.next_id.set(id + 1);
-        id
-    })
+fn next_id(t: &ThreadState) -> u64 {
+    let id = t.next_id.get();
+    t.next_id.set(id + 1);
+    id
 }
 
 /// Geometry of the running greenlet's guard, for the overflow handler:
@@ -1727,17 +1752,14 @@ fn leak_suspended(inner: &Inner) {
     inner.state.set(State::Dead);
 }
 
-/// Records kept for reuse per thread: creating a greenlet in the steady
-/// state then allocates nothing (its stack comes from the stack pool).
+/// Records kept for reuse per thread (see `ThreadState::recycled`).
 const RECYCLED_LIMIT: usize = 64;
 
-std::thread_local! {
-    static RECYCLED: core::cell::RefCell<std::vec::Vec<Rc<Inner>>> =
-        const { core::cell::RefCell::new(std::vec::Vec::new()) };
-}
-
 /// Releases what a dead or unstarted record holds (body, stack, parent) and
-/// keeps the allocation in this thread's cache.
+/// keeps the allocation in this thread's list, if it is dead (as it always
+/// is here but for a main greenlet) and the list has room.
+///
+/// The caller holds the record's only reference, and no weak one exists.
 #[inline]
 fn recycle(inner: &Rc<Inner>) {
     if inner.state.get() == State::Unstarted {
@@ -1748,32 +1770,31 @@ fn recycle(inner: &Rc<Inner>) {
     }
     // May drop the parent's last handle, which is fine: not ours.
     drop(inner.parent.take());
-    let _ = RECYCLED.try_with(|cache| {
-        if let Ok(mut cache) = cache.try_borrow_mut()
-            && cache.len() < RECYCLED_LIMIT
-        {
-            cache.push(inner.clone());
-        }
-    });
+    let t = thread_state();
+    if inner.state.get() == State::Dead
+        && !t.torn_down.get()
+        && t.recycled_len.get() < RECYCLED_LIMIT
+    {
+        inner.next_free.set(t.recycled.get());
+        t.recycled.set(Rc::into_raw(Rc::clone(inner)));
+        t.recycled_len.set(t.recycled_len.get() + 1);
+    }
 }
 
-/// A record for a new greenlet: a recycled allocation when there is one.
+/// A recycled record for a new greenlet, if the list has one: dead, empty,
+/// and the returned reference is its only one.
 #[inline]
-fn new_record(record: Inner) -> Rc<Inner> {
-    let recycled = RECYCLED
-        .try_with(|cache| cache.try_borrow_mut().ok()?.pop())
-        .ok()
-        .flatten();
-    match recycled {
-        Some(mut rc) => match Rc::get_mut(&mut rc) {
-            Some(slot) => {
-                *slot = record;
-                rc
-            }
-            None => Rc::new(record),
-        },
-        None => Rc::new(record),
+fn take_recycled(t: &ThreadState) -> Option<Rc<Inner>> {
+    let head = t.recycled.get();
+    if head.is_null() {
+        return None;
     }
+    // SAFETY: a list entry owns its record's only reference (from
+    // `Rc::into_raw`); it is unlinked here, so it is taken once.
+    let rc = unsafe { Rc::from_raw(head) };
+    t.recycled.set(rc.next_free.get());
+    t.recycled_len.set(t.recycled_len.get() - 1);
+    Some(rc)
 }
 
 /// Dropping the last handle of a suspended greenlet: throw `GreenletExit`
@@ -2119,21 +2140,50 @@ impl Builder {
             )
         };
         let guard = stack.guard();
-        let inner = new_record(Inner {
-            id: next_id(),
-            state: Cell::new(State::Unstarted),
-            parent: Cell::new(Some(parent)),
-            saved: Cell::new(Some(sp)),
-            expects: Cell::new(TypeKey::of::<A>()),
-            stack_top: top,
-            stack_len: stack.len(),
-            guard_start: guard.start,
-            guard_end: guard.end,
-            fiber: Fiber::new(guard.end, top - guard.end),
-            low_water: Cell::new(top),
-            stack: Cell::new(Some(stack)),
-            body: Cell::new(Some((body_at as *mut u8, drop_body::<F>))),
-        });
+        let t = thread_state();
+        let id = next_id(t);
+        let stack_len = stack.len();
+        let body: StoredBody = (body_at as *mut u8, drop_body::<F>);
+        let inner = match take_recycled(t) {
+            Some(mut rc) => {
+                let Some(r) = Rc::get_mut(&mut rc) else {
+                    unreachable!("a recycled record has no other reference")
+                };
+                // Field by field, cheaper than moving a whole record in. The
+                // old values are empty (`recycle` released them): forgetting
+                // them skips a drop that would do nothing.
+                r.id = id;
+                r.state.set(State::Unstarted);
+                core::mem::forget(r.parent.replace(Some(parent)));
+                r.saved.set(Some(sp));
+                r.expects.set(TypeKey::of::<A>());
+                r.stack_top = top;
+                r.stack_len = stack_len;
+                r.guard_start = guard.start;
+                r.guard_end = guard.end;
+                r.fiber = Fiber::new(guard.end, top - guard.end);
+                r.low_water.set(top);
+                core::mem::forget(r.stack.replace(Some(stack)));
+                r.body.set(Some(body));
+                rc
+            }
+            None => Rc::new(Inner {
+                id,
+                state: Cell::new(State::Unstarted),
+                parent: Cell::new(Some(parent)),
+                saved: Cell::new(Some(sp)),
+                expects: Cell::new(TypeKey::of::<A>()),
+                stack_top: top,
+                stack_len,
+                guard_start: guard.start,
+                guard_end: guard.end,
+                fiber: Fiber::new(guard.end, top - guard.end),
+                low_water: Cell::new(top),
+                stack: Cell::new(Some(stack)),
+                body: Cell::new(Some(body)),
+                next_free: Cell::new(ptr::null()),
+            }),
+        };
         Ok(Greenlet { inner })
     }
 }
@@ -2198,7 +2248,8 @@ where
 /// nearest live ancestor, for good. Holds nothing that needs dropping when
 /// the last switch is made, since this frame is never resumed.
 fn finish<O: 'static>(outcome: std::thread::Result<Result<O, SwitchError>>, body_at: usize) -> ! {
-    THREAD.with(|thread| {
+    let thread = thread_state();
+    {
         let current = current_in(thread);
         // SAFETY: the running greenlet's record is live.
         let me = unsafe { &*current };
@@ -2279,7 +2330,7 @@ fn finish<O: 'static>(outcome: std::thread::Result<Result<O, SwitchError>>, body
             );
         }
         unreachable!("a dead greenlet was resumed");
-    })
+    }
 }
 
 /// Traces a switch or throw that lands on the current greenlet, as Python's
