@@ -4,17 +4,21 @@
 //!
 //! Every thread has a `ThreadState` (a thread-local of plain cells, so reading
 //! it costs one TLS access and registers no destructor) whose `current` field
-//! points to the running greenlet's `Inner` and owns one strong reference to
-//! it. A switch from `A` to `B`:
+//! points to the running greenlet's `Inner`. The running greenlet must stay
+//! alive while it runs even if its last handle goes: when that handle is
+//! dropped, its strong reference passes to the thread state's `held` field
+//! instead (Python's greenlet keeps a reference to the running greenlet; we
+//! only take one when it is the last). A switch from `A` to `B`:
 //!
 //! 1. checks, in generic code, that the value's type is the one `B` waits for
 //!    (recorded by `B` when it suspended, or its body's argument type);
-//! 2. puts the value in an `Option<T>` on `A`'s stack and passes the address
-//!    of a [`Transfer`] describing it through the raw switch (no heap);
-//! 3. in `B`, takes the value out of `A`'s stack, then reclaims `A`'s stack if
-//!    `A` has just died, then releases the strong reference `current` held on
-//!    `A`. That last step can drop `A`'s last handle and make it exit, which
-//!    is why it happens in `B`, after the switch, as in Python's greenlet.
+//! 2. puts the value in a [`ValueSlot`] on `A`'s stack and passes its address
+//!    through the raw switch (no heap); anything else (an error, an exit, a
+//!    dying greenlet's result) goes as the tagged address of a [`Transfer`];
+//! 3. in `B`, moves the value out of `A`'s stack, then reclaims `A`'s stack if
+//!    `A` has just died, then, if `held` holds `A`, drops that reference.
+//!    That last step drops `A`'s last handle and makes it exit, which is why
+//!    it happens in `B`, after the switch, as in Python's greenlet.
 //!
 //! # Why exit is an error value and not a forced unwind
 //!
@@ -281,6 +285,14 @@ impl TypeKey {
         self.0.id
     }
 
+    /// Whether this is the key of `T`: usually one pointer compare, since
+    /// each type's constant is usually one object; when it was duplicated
+    /// (across codegen units), the `TypeId`s decide.
+    #[inline(always)]
+    fn is<T: 'static>(self) -> bool {
+        ptr::eq(self.0, TypeKey::of::<T>().0) || self.id() == TypeId::of::<T>()
+    }
+
     fn name(self) -> &'static str {
         (self.0.name)()
     }
@@ -327,6 +339,9 @@ struct Inner {
     /// For an unstarted greenlet: the body stored at the top of its stack and
     /// the function that drops it in place if it never runs.
     body: Cell<Option<StoredBody>>,
+    /// The next record of the thread's recycled list (see `recycle`), while
+    /// this one is in it.
+    next_free: Cell<*const Inner>,
 }
 
 /// Where an unstarted body lives, and how to drop it there.
@@ -427,14 +442,32 @@ impl Drop for Inner {
 // Per-thread state
 
 struct ThreadState {
-    /// The running greenlet; owns one strong reference. Null until main is
-    /// made, and again after the thread's teardown released it.
+    /// The running greenlet, kept alive by its handles or by `held`. Null
+    /// until main is made, and again after the thread's teardown released it.
     current: Cell<*const Inner>,
+    /// Null, or one strong reference (`Rc::into_raw`) to the running greenlet
+    /// whose last handle was dropped while it ran (or to a main greenlet that
+    /// was just made), kept until it switches away; the greenlet it switches
+    /// to then drops it (see `receive`). Between the switch and that release
+    /// it refers to the greenlet that switched, no longer `current`.
+    held: Cell<*const Inner>,
     next_id: Cell<u64>,
+    /// A greenlet that has just died and switched to us for the last time,
+    /// until the receiver reclaims its stack (with the `asan` feature, the
+    /// greenlet that made any switch, for the sanitizers). Null otherwise,
+    /// and for a delivery that did not switch.
+    origin: Cell<*const Inner>,
     /// Whether a tracer is set: the one branch a switch pays for tracing.
     tracing: Cell<bool>,
     /// Set once this thread's `Teardown` destructor has run.
     torn_down: Cell<bool>,
+    /// Dead records kept for reuse, so that creating a greenlet in the
+    /// steady state allocates nothing (its stack comes from the stack pool):
+    /// a list linked through `Inner::next_free`, each entry an `Rc::into_raw`
+    /// that is its record's only reference. `Teardown` frees it, after which
+    /// nothing more is kept.
+    recycled: Cell<*const Inner>,
+    recycled_len: Cell<usize>,
     /// A weak reference (`Weak::into_raw`) to this thread's main greenlet,
     /// so that a main released at teardown is revived, not duplicated, when
     /// a later thread-local destructor still drops greenlets whose parent
@@ -446,9 +479,13 @@ std::thread_local! {
     static THREAD: ThreadState = const {
         ThreadState {
             current: Cell::new(ptr::null()),
+            held: Cell::new(ptr::null()),
             next_id: Cell::new(1),
+            origin: Cell::new(ptr::null()),
             tracing: Cell::new(false),
             torn_down: Cell::new(false),
+            recycled: Cell::new(ptr::null()),
+            recycled_len: Cell::new(0),
             main: Cell::new(ptr::null()),
         }
     };
@@ -456,7 +493,9 @@ std::thread_local! {
     static TEARDOWN: Teardown = const { Teardown };
 }
 
-/// Releases the main greenlet when the thread exits.
+/// Releases the main greenlet and frees the recycled records when the
+/// thread exits. Registered when main is first made, hence before any record
+/// is recycled.
 struct Teardown;
 
 impl Drop for Teardown {
@@ -464,17 +503,33 @@ impl Drop for Teardown {
         THREAD.with(|t| {
             t.torn_down.set(true);
             release_main_if_current(t);
+            loop {
+                let head = t.recycled.get();
+                if head.is_null() {
+                    break;
+                }
+                // SAFETY: a list entry owns its record's only reference
+                // (from `Rc::into_raw`); it is unlinked before it is dropped.
+                let record = unsafe { Rc::from_raw(head) };
+                t.recycled.set(record.next_free.get());
+                t.recycled_len.set(t.recycled_len.get() - 1);
+                drop(record);
+            }
         });
     }
 }
 
 fn release_main_if_current(t: &ThreadState) {
     let cur = t.current.get();
-    // SAFETY: `current` owns a strong reference, so `cur` is live.
+    // SAFETY: the running greenlet is live (kept by a handle or `held`).
     if !cur.is_null() && unsafe { (*cur).is_main() } {
         t.current.set(ptr::null());
-        // SAFETY: this gives back the reference `current` owned.
-        drop(unsafe { Rc::from_raw(cur) });
+        let held = t.held.replace(ptr::null());
+        if !held.is_null() {
+            debug_assert_eq!(held, cur);
+            // SAFETY: this gives back the reference `held` owned.
+            drop(unsafe { Rc::from_raw(held) });
+        }
     }
 }
 
@@ -516,6 +571,7 @@ fn make_main(t: &ThreadState) -> *const Inner {
             main.state.set(State::Running);
             let raw = Rc::into_raw(main);
             t.current.set(raw);
+            t.held.set(raw);
             return raw;
         }
         // SAFETY: the old main is gone; give back the weak count.
@@ -536,10 +592,15 @@ fn make_main(t: &ThreadState) -> *const Inner {
         fiber: Fiber::new(0, 0),
         low_water: Cell::new(usize::MAX),
         body: Cell::new(None),
+        next_free: Cell::new(ptr::null()),
     });
     t.main.set(std::rc::Weak::into_raw(Rc::downgrade(&main)));
     let raw = Rc::into_raw(main);
     t.current.set(raw);
+    // Nothing else holds main yet: the thread state keeps it while it runs,
+    // and lets it go (making it exit if no handle appeared) when it switches
+    // away, as it would any running greenlet whose last handle was dropped.
+    t.held.set(raw);
     if !t.torn_down.get() {
         // Registers the destructor that releases main at thread exit. If the
         // thread is already tearing down, `Greenlet::drop` releases it.
@@ -549,12 +610,10 @@ fn make_main(t: &ThreadState) -> *const Inner {
     raw
 }
 
-fn next_id() -> u64 {
-    THREAD.with(|t| {
-        let id = t.next_id.get();
-        t.next_id.set(id + 1);
-        id
-    })
+fn next_id(t: &ThreadState) -> u64 {
+    let id = t.next_id.get();
+    t.next_id.set(id + 1);
+    id
 }
 
 /// Geometry of the running greenlet's guard, for the overflow handler:
@@ -584,9 +643,45 @@ pub(crate) fn running_guard() -> Option<(usize, usize, usize, u64)> {
 // ---------------------------------------------------------------------------
 // What crosses a switch
 
+/// The word a switch hands over is a pointer whose two low bits say what it
+/// points to:
+///
+/// - `0b00`: a [`ValueSlot`] on the sender's stack holding a value of the
+///   type the receiver waits for (checked by the sender), sent by a live
+///   greenlet. This is the only case an ordinary switch takes.
+/// - `0b01`: a [`Transfer`] describing anything else.
+/// - `0b10`: a `Box<Rare>` the receiver takes ownership of (a tracer that
+///   panicked on a transfer that had no room for a payload).
+const TAG_MASK: usize = 0b11;
+const TAG_TRANSFER: usize = 0b01;
+const TAG_BOXED: usize = 0b10;
+
+/// Where an ordinary switch's value waits for the receiver, who moves it out.
+/// Aligned so that its address leaves the word's tag bits clear.
+#[repr(C, align(4))]
+struct ValueSlot<T>(ManuallyDrop<T>);
+
+#[inline(always)]
+fn tag(word: *mut u8) -> usize {
+    word.addr() & TAG_MASK
+}
+
+#[inline(always)]
+fn transfer_word(transfer: &mut Transfer) -> *mut u8 {
+    (transfer as *mut Transfer)
+        .cast::<u8>()
+        .map_addr(|a| a | TAG_TRANSFER)
+}
+
+#[inline(always)]
+fn untag(word: *mut u8) -> *mut u8 {
+    word.map_addr(|a| a & !TAG_MASK)
+}
+
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Kind {
-    /// `payload` points to an `Option<T>` of the type the receiver waits for.
+    /// `payload` points to an `Option<T>` of the type the receiver waits for
+    /// (the final value of a dying greenlet).
     Value,
     /// The receiver waited for `Discard`; the value was dropped by the sender.
     Discarded,
@@ -595,13 +690,10 @@ enum Kind {
     /// `payload` points to a [`Rare`] that lives as long as the sender's
     /// frame (or the final slot of a dying greenlet).
     Rare,
-    /// `payload` is a `Box<Rare>` turned into a raw pointer (a tracer that
-    /// panicked on a transfer that had no room for a payload).
-    RareBoxed,
 }
 
-/// The payloads a switch rarely carries, kept out of [`Transfer`] so that an
-/// ordinary switch writes three words and has nothing to drop.
+/// The payloads a switch rarely carries, kept out of [`Transfer`] so that it
+/// has nothing to drop.
 enum Rare {
     Thrown(Box<dyn Any>),
     Panic(Box<dyn Any + Send>),
@@ -614,17 +706,27 @@ enum Rare {
 struct Transfer {
     kind: Kind,
     payload: *mut u8,
-    origin: *const Inner,
 }
 
 impl Transfer {
     #[inline(always)]
-    fn new(kind: Kind, payload: *mut u8, origin: *const Inner) -> Self {
-        Transfer {
-            kind,
-            payload,
-            origin,
-        }
+    fn new(kind: Kind, payload: *mut u8) -> Self {
+        Transfer { kind, payload }
+    }
+}
+
+/// The kind of what `word` carries (a tag-0 word is a plain value).
+///
+/// # Safety
+///
+/// `word` is a live tagged word (see [`TAG_MASK`]).
+#[inline(always)]
+unsafe fn word_kind(word: *mut u8) -> Kind {
+    match tag(word) {
+        0 => Kind::Value,
+        // SAFETY: a tag-1 word points to a live transfer.
+        TAG_TRANSFER => unsafe { (*untag(word).cast::<Transfer>()).kind },
+        _ => Kind::Rare,
     }
 }
 
@@ -662,75 +764,100 @@ impl Event {
 }
 
 /// The core of every switch, not generic: trace, forward through unstarted
-/// targets for non-values, hand over, and on resumption return the raw word
-/// (the address of the transfer that resumed us).
+/// targets for non-values, hand over, and on resumption return the word that
+/// resumed us. `leaving` is the state the current greenlet is left in
+/// (`Suspended`, or `Dead` for a greenlet's last switch).
 ///
 /// # Safety
 ///
 /// `current` is the running greenlet and `target` a live greenlet of this
-/// thread other than it; `transfer` describes a value of the type `target`
-/// waits for (checked by the caller) or a non-value; `drop_value` drops the
-/// value behind `transfer.payload` if the transfer is turned into a panic.
+/// thread other than it; `word` is a tagged word (see [`TAG_MASK`]) whose
+/// value, if any, is of the type `target` waits for (checked by the caller);
+/// a tag-0 word comes from a greenlet left `Suspended`; `drop_value` drops
+/// the value the word carries (the `ValueSlot`'s content for tag 0, the
+/// `Option` behind a `Value` transfer's payload) if it is not delivered.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 unsafe fn switch_core(
     thread: &ThreadState,
     current: *const Inner,
     mut target: *const Inner,
-    transfer: &mut Transfer,
+    mut word: *mut u8,
     event: Event,
     expects: TypeKey,
+    leaving: State,
     drop_value: unsafe fn(*mut u8),
-) -> usize {
-    // SAFETY (for the dereferences below): `current` and `target` are live:
-    // `current` is owned by the thread state, `target` by a handle or a
-    // parent link of a greenlet held by the caller.
-    // SAFETY: `target` is live (see above).
-    if unsafe { (*target).state.get() } == State::Unstarted && transfer.kind != Kind::Value
-        || thread.tracing.get()
+) -> *mut u8 {
+    // `current` and `target` are live: `current` is kept by a handle or by
+    // the thread state, `target` by a handle or a parent link of a greenlet
+    // held by the caller.
+    if thread.tracing.get()
+        || tag(word) != 0
+            // SAFETY: `target` is live (see above).
+            && unsafe { (*target).state.get() } == State::Unstarted
+            // SAFETY: `word` is live (this function's contract).
+            && unsafe { word_kind(word) } != Kind::Value
     {
         // SAFETY: this function's own contract.
-        match unsafe { prepare_slow(thread, current, target, transfer, event, drop_value) } {
+        let (to, new_word) =
+            unsafe { prepare_slow(thread, current, target, word, event, drop_value) };
+        word = new_word;
+        match to {
             Some(t) => target = t,
-            None => return slow_self_delivery(transfer),
+            None => return slow_self_delivery(thread, word),
         }
     }
-    // SAFETY: `current` is live (owned by the thread state).
+    // SAFETY: `current` is live (the running greenlet).
     let cur = unsafe { &*current };
     // SAFETY: `target` is live (held by the caller).
     let tgt = unsafe { &*target };
     // Taken before anything changes: a target without a saved context is
     // running or finished, and switching to it would be a bug, not UB.
     let Some(to) = tgt.saved.take() else {
-        not_resumable(tgt)
+        // SAFETY: the word is undelivered and `drop_value` matches it.
+        unsafe { not_resumable(tgt, word, drop_value) }
     };
     cur.expects.set(expects);
-    if cur.state.get() == State::Running {
-        cur.state.set(State::Suspended);
-    }
+    cur.state.set(leaving);
     tgt.state.set(State::Running);
-    // `current` now owns a reference to the target; the reference it held on
-    // us is released by whoever resumes next, once they have read `transfer`.
-    // SAFETY: `target` came from an `Rc` that is alive.
-    unsafe { Rc::increment_strong_count(target) };
+    // Whoever resumes next releases `held` if it holds us, once they have
+    // read the word. Until then the target is kept by whoever referred to it
+    // (a suspended greenlet is never kept by `held`), and after that by its
+    // handles or `held`, as for any running greenlet.
     thread.current.set(target);
+    if leaving == State::Dead || cfg!(feature = "asan") {
+        thread.origin.set(current);
+    }
     let depth = to.as_ptr() as usize;
     if depth < tgt.low_water.get() {
         tgt.low_water.set(depth);
     }
-    transfer.origin = current;
-    cur.fiber
-        .start_switch(&tgt.fiber, cur.state.get() == State::Dead);
+    cur.fiber.start_switch(&tgt.fiber, leaving == State::Dead);
     // SAFETY: `to` is the target's saved context, resumed once (taken out of
     // its slot); our save slot stays valid while we are suspended because our
-    // record is kept alive by whoever resumes us (they hold a reference).
-    let word = unsafe { raw::switch(transfer as *mut Transfer as usize, to, cur.saved.as_ptr()) };
-    arrived(cur, word);
-    word
+    // record lives until we are dead: a suspended greenlet whose last
+    // reference goes is resumed to exit first (`Greenlet::drop`).
+    let back = unsafe { raw::switch(word.expose_provenance(), to, cur.saved.as_ptr()) };
+    arrived(cur, thread);
+    ptr::with_exposed_provenance_mut(back)
 }
 
+/// A switch to a greenlet that is running or finished: drop what the switch
+/// carried (its sender's frame does not) and panic.
+///
+/// # Safety
+///
+/// As for [`switch_core`]: `word` is undelivered and `drop_value` matches it.
 #[cold]
 #[inline(never)]
-fn not_resumable(target: &Inner) -> ! {
+unsafe fn not_resumable(target: &Inner, word: *mut u8, drop_value: unsafe fn(*mut u8)) -> ! {
+    match tag(word) {
+        // SAFETY: an undelivered value, dropped once.
+        0 => unsafe { drop_value(word) },
+        // SAFETY: a box made by `call_tracer`, owned by whoever gets the word.
+        TAG_BOXED => drop(unsafe { Box::from_raw(untag(word).cast::<Rare>()) }),
+        _ => {}
+    }
     panic!(
         "cannot switch to greenlet #{}: it is running or has just finished (did a tracer or a \
          callback switch away in the middle of a switch?)",
@@ -740,7 +867,8 @@ fn not_resumable(target: &Inner) -> ! {
 
 /// The rare steps before a switch: forwarding a non-value past unstarted
 /// targets (which die without running) and calling the tracer. Returns the
-/// final target, or `None` if the transfer lands back on `current`.
+/// final target, or `None` if the word lands back on `current`, and the
+/// word to send (the tracer's panic if it panicked).
 ///
 /// # Safety
 ///
@@ -751,10 +879,10 @@ unsafe fn prepare_slow(
     thread: &ThreadState,
     current: *const Inner,
     mut target: *const Inner,
-    transfer: &mut Transfer,
+    mut word: *mut u8,
     mut event: Event,
     drop_value: unsafe fn(*mut u8),
-) -> Option<*const Inner> {
+) -> (Option<*const Inner>, *mut u8) {
     // The tracer sees the greenlet the call aimed at, once, as Python's
     // greenlet reports it, even when the transfer then climbs past it.
     let mut traced = !thread.tracing.get();
@@ -763,59 +891,68 @@ unsafe fn prepare_slow(
         let t = unsafe { &*target };
         if !traced {
             traced = true;
-            if !call_tracer(event, current, target, transfer, drop_value) && target == current {
-                // The tracer panicked: the transfer is now that panic.
-                return None;
+            // SAFETY: `word` and `drop_value` per the contract.
+            let ok = unsafe { call_tracer(event, current, target, &mut word, drop_value) };
+            if !ok && target == current {
+                // The tracer panicked: the word is now that panic.
+                return (None, word);
             }
         }
-        if t.state.get() == State::Unstarted
-            && !matches!(transfer.kind, Kind::Value | Kind::Discarded)
-        {
+        // SAFETY: `word` is live.
+        let kind = unsafe { word_kind(word) };
+        if t.state.get() == State::Unstarted && !matches!(kind, Kind::Value | Kind::Discarded) {
             // An error aimed at an unstarted greenlet kills it without running
             // it and climbs to its parent.
             t.kill_unstarted();
-            if transfer.kind == Kind::Exit {
-                transfer.kind = Kind::Exited;
+            if kind == Kind::Exit {
+                // SAFETY: only a transfer (tag 1) has the `Exit` kind; it is
+                // the sender's, writable for the switch.
+                unsafe { (*untag(word).cast::<Transfer>()).kind = Kind::Exited };
             }
             target = t.resolve();
             event = Event::Throw;
             if target == current {
-                return None;
+                return (None, word);
             }
             continue;
         }
-        return Some(target);
+        return (Some(target), word);
     }
 }
 
-/// Tells the sanitizers we arrived on `me`'s stack, resumed by the transfer
-/// at `word` (or by ourselves, for a self delivery).
+/// Tells the sanitizers we arrived on `me`'s stack, resumed by the greenlet
+/// in `origin` (which the `asan` feature keeps up to date at every switch;
+/// without it, the sanitizer hooks are empty and ignore it).
 #[inline(always)]
-fn arrived(me: &Inner, word: usize) {
-    // SAFETY: `word` is a live transfer; its origin, if any, is live until
-    // `receive` releases it.
-    let origin = unsafe { (*(word as *const Transfer)).origin };
-    // SAFETY: as above.
+fn arrived(me: &Inner, thread: &ThreadState) {
+    let origin = thread.origin.get();
+    // SAFETY: the origin, if any, switched to us and is live until `receive`
+    // releases it.
     me.fiber
         .finish_switch((!origin.is_null()).then(|| unsafe { &(*origin).fiber }));
 }
 
-/// A transfer that, after forwarding, lands back on the greenlet sending it
-/// (for instance a throw at an unstarted child of the current greenlet).
+/// A word that, after forwarding, lands back on the greenlet sending it
+/// (for instance a throw at an unstarted child of the current greenlet):
+/// there is no origin to release.
 #[cold]
-fn slow_self_delivery(transfer: &mut Transfer) -> usize {
-    transfer.origin = ptr::null();
-    transfer as *mut Transfer as usize
+fn slow_self_delivery(thread: &ThreadState, word: *mut u8) -> *mut u8 {
+    thread.origin.set(ptr::null());
+    word
 }
 
 /// Calls the tracer with handles to both ends. Returns false if it panicked,
-/// in which case the tracer is removed and `transfer` becomes that panic.
+/// in which case the tracer is removed and `word` becomes that panic.
+///
+/// # Safety
+///
+/// As for [`switch_core`].
 #[cold]
-fn call_tracer(
+unsafe fn call_tracer(
     event: Event,
     origin: *const Inner,
     target: *const Inner,
-    transfer: &mut Transfer,
+    word: &mut *mut u8,
     drop_value: unsafe fn(*mut u8),
 ) -> bool {
     let Some(tracer) = gettrace() else {
@@ -844,24 +981,35 @@ fn call_tracer(
         Ok(()) => true,
         Err(payload) => {
             settrace(None);
-            match transfer.kind {
-                // SAFETY: the payload is a `Rare` that outlives the switch;
-                // replacing it drops what it held.
-                Kind::Rare => unsafe { *transfer.payload.cast::<Rare>() = Rare::Panic(payload) },
-                // SAFETY: a `Box<Rare>` made below by an earlier tracer call.
-                Kind::RareBoxed => unsafe {
-                    *transfer.payload.cast::<Rare>() = Rare::Panic(payload)
-                },
-                kind => {
-                    if kind == Kind::Value {
-                        // SAFETY: the value was put there by the caller and
+            let at = untag(*word);
+            match tag(*word) {
+                // SAFETY: an undelivered value, dropped once; the slot is
+                // the sender's and never read again.
+                0 => unsafe { drop_value(at) },
+                TAG_TRANSFER => {
+                    // SAFETY: a tag-1 word points to the sender's transfer.
+                    let transfer = unsafe { &mut *at.cast::<Transfer>() };
+                    match transfer.kind {
+                        Kind::Rare => {
+                            // SAFETY: the payload is a `Rare` that outlives
+                            // the switch; replacing it drops what it held.
+                            unsafe { *transfer.payload.cast::<Rare>() = Rare::Panic(payload) };
+                            return false;
+                        }
+                        // SAFETY: the value was put there by the sender and
                         // not taken.
-                        unsafe { drop_value(transfer.payload) };
+                        Kind::Value => unsafe { drop_value(transfer.payload) },
+                        Kind::Discarded | Kind::Exit | Kind::Exited => {}
                     }
-                    transfer.kind = Kind::RareBoxed;
-                    transfer.payload = Box::into_raw(Box::new(Rare::Panic(payload))).cast();
+                }
+                _ => {
+                    // SAFETY: a `Box<Rare>` made below by an earlier call.
+                    unsafe { *at.cast::<Rare>() = Rare::Panic(payload) };
+                    return false;
                 }
             }
+            let boxed = Box::into_raw(Box::new(Rare::Panic(payload))).cast::<u8>();
+            *word = boxed.map_addr(|a| a | TAG_BOXED);
             false
         }
     }
@@ -872,6 +1020,11 @@ unsafe fn drop_slot<T>(p: *mut u8) {
     unsafe { (*p.cast::<Option<T>>()) = None };
 }
 
+unsafe fn drop_in_slot<T>(p: *mut u8) {
+    // SAFETY: `p` points to a `ValueSlot<T>` holding a value, per the caller.
+    unsafe { ptr::drop_in_place(p.cast::<T>()) };
+}
+
 unsafe fn drop_nothing(_: *mut u8) {}
 
 /// Reads what resumed us, reclaims a dead origin's stack, releases the
@@ -880,61 +1033,79 @@ unsafe fn drop_nothing(_: *mut u8) {}
 ///
 /// # Safety
 ///
-/// `word` is what `raw::switch` returned in this greenlet (or a self
-/// delivery), i.e. the address of a live `Transfer` whose `Value`, if any, is
-/// an `Option<R>`.
+/// `word` is what the switch returned in this greenlet (or a self delivery),
+/// a tagged word (see [`TAG_MASK`]) whose value, if any, is an `R`, and the
+/// thread state's `origin` is the greenlet that sent it (null for a self
+/// delivery).
 #[inline(always)]
-unsafe fn receive<R: 'static>(word: usize) -> Result<R, SwitchError> {
-    // SAFETY: per the contract, `word` is a live transfer on the origin's
-    // stack, which is not reused before `release_origin` below.
-    let transfer = unsafe { &*(word as *const Transfer) };
-    if transfer.kind != Kind::Value || transfer.origin.is_null() {
+unsafe fn receive<R: 'static>(word: *mut u8) -> Result<R, SwitchError> {
+    if tag(word) != 0 {
         // SAFETY: as above.
-        return unsafe { receive_other::<R>(transfer) };
+        return unsafe { receive_other::<R>(word) };
     }
-    let origin = transfer.origin;
-    // SAFETY: the sender checked that the slot holds an `Option<R>`.
-    let value = match unsafe { (*transfer.payload.cast::<Option<R>>()).take() } {
-        Some(value) => value,
-        None => unreachable!("a value transfer carries a value"),
-    };
-    // SAFETY: `origin` is the greenlet that switched to us, and the thread
-    // state's reference to it has passed to us.
-    unsafe { release_origin(origin) };
+    // SAFETY: a tag-0 word is the sender's `ValueSlot<R>` (the sender
+    // checked the type), whose value is moved out exactly once, here; the
+    // sender's frame is not reused before we switch again.
+    let value = unsafe { ptr::read(word.cast::<R>()) };
+    // A tag-0 word comes from a live greenlet: no stack to reclaim.
+    let thread = thread_state();
+    if !thread.held.get().is_null() {
+        release_held(thread);
+    }
     Ok(value)
 }
 
-/// Everything but a plain value from another greenlet.
+/// Everything but a plain value from a live greenlet.
 ///
 /// # Safety
 ///
 /// As for [`receive`].
 #[cold]
 #[inline(never)]
-unsafe fn receive_other<R: 'static>(transfer: &Transfer) -> Result<R, SwitchError> {
-    let origin = transfer.origin;
-    let received = match transfer.kind {
-        // SAFETY: the sender checked that the slot holds an `Option<R>`.
-        Kind::Value => match unsafe { (*transfer.payload.cast::<Option<R>>()).take() } {
-            Some(value) => Ok(value),
-            None => unreachable!("a value transfer carries a value"),
-        },
-        Kind::Discarded => discarded::<R>(),
-        Kind::Exit => Err(Ok(SwitchError::Exit)),
-        Kind::Exited => Err(Ok(SwitchError::Exited)),
-        // SAFETY: the sender's `Rare` outlives the switch; taking it leaves
-        // `Taken` for the sender's frame to drop.
-        Kind::Rare => Err(rare_into(unsafe {
-            core::mem::replace(&mut *transfer.payload.cast::<Rare>(), Rare::Taken)
-        })),
+unsafe fn receive_other<R: 'static>(word: *mut u8) -> Result<R, SwitchError> {
+    let thread = thread_state();
+    let origin = thread.origin.replace(ptr::null());
+    let at = untag(word);
+    let received = if tag(word) == TAG_TRANSFER {
+        // SAFETY: a tag-1 word points to a live transfer.
+        let transfer = unsafe { &*at.cast::<Transfer>() };
+        match transfer.kind {
+            // SAFETY: the sender checked that the slot holds an `Option<R>`.
+            Kind::Value => match unsafe { (*transfer.payload.cast::<Option<R>>()).take() } {
+                Some(value) => Ok(value),
+                None => unreachable!("a value transfer carries a value"),
+            },
+            Kind::Discarded => discarded::<R>(),
+            Kind::Exit => Err(Ok(SwitchError::Exit)),
+            Kind::Exited => Err(Ok(SwitchError::Exited)),
+            // SAFETY: the sender's `Rare` outlives the switch; taking it
+            // leaves `Taken` for the sender's frame to drop.
+            Kind::Rare => Err(rare_into(unsafe {
+                core::mem::replace(&mut *transfer.payload.cast::<Rare>(), Rare::Taken)
+            })),
+        }
+    } else {
         // SAFETY: made by `Box::into_raw` in `call_tracer`, received once.
-        Kind::RareBoxed => Err(rare_into(*unsafe {
-            Box::from_raw(transfer.payload.cast::<Rare>())
-        })),
+        Err(rare_into(*unsafe { Box::from_raw(at.cast::<Rare>()) }))
     };
     if !origin.is_null() {
-        // SAFETY: as in `receive`.
-        unsafe { release_origin(origin) };
+        // SAFETY: the origin switched to us: it is live until `held` (if it
+        // holds it) is released.
+        let o = unsafe { &*origin };
+        if o.state.get() == State::Dead {
+            // The final switch saved a stack pointer that must never be
+            // resumed.
+            o.saved.set(None);
+            if let Some(stack) = o.stack.take() {
+                stack::give_back(stack, o.low_water.get());
+            }
+        }
+    }
+    // After a switch, `held` holds nothing or the greenlet that switched to
+    // us; after a self delivery, nothing or ourselves, kept.
+    let held = thread.held.get();
+    if !held.is_null() && held != thread.current.get() {
+        release_held(thread);
     }
     match received {
         Ok(value) => Ok(value),
@@ -966,31 +1137,17 @@ fn discarded<R: 'static>() -> Result<R, Result<SwitchError, Box<dyn Any + Send>>
     }
 }
 
-#[inline(always)]
-unsafe fn release_origin(origin: *const Inner) {
-    // SAFETY: see `receive`; the origin record is live until the release.
-    let o = unsafe { &*origin };
-    if o.state.get() == State::Dead {
-        // The final switch saved a stack pointer that must never be resumed.
-        o.saved.set(None);
-        if let Some(stack) = o.stack.take() {
-            stack::give_back(stack, o.low_water.get());
-        }
-    } else {
-        // SAFETY: we own one of the strong references (see `switch_core`);
-        // borrowing it as an `Rc` without dropping only reads the count.
-        let rc = ManuallyDrop::new(unsafe { Rc::from_raw(origin) });
-        if Rc::strong_count(&rc) > 1 {
-            // Not the last reference: no exit to trigger, just a decrement.
-            // SAFETY: ours to drop, and others remain.
-            unsafe { Rc::decrement_strong_count(origin) };
-            return;
-        }
-    }
-    // SAFETY: this reference was owned by the thread state while the origin
-    // ran; it is ours to drop now. Wrapping it in a handle applies the
-    // exit-on-last-handle rule to it.
-    let inner = unsafe { Rc::from_raw(origin) };
+/// Drops the reference `held` kept on the greenlet that just switched to us
+/// (its last one, unless it made a handle since), which applies the
+/// exit-on-last-handle rule to it.
+#[cold]
+#[inline(never)]
+fn release_held(thread: &ThreadState) {
+    let held = thread.held.replace(ptr::null());
+    debug_assert!(!held.is_null() && held != thread.current.get());
+    // SAFETY: `held` owned this reference (from `Rc::into_raw`), and it was
+    // taken out of the cell above, so it is dropped once.
+    let inner = unsafe { Rc::from_raw(held) };
     drop(Greenlet { inner });
 }
 
@@ -1141,22 +1298,25 @@ impl Greenlet {
             }
             // SAFETY: `target` is live (held by `self` or a parent link).
             let expects = unsafe { (*target).expects.get() };
-            if expects.id() != TypeId::of::<T>() {
+            if !expects.is::<T>() {
                 return switch_mismatch(thread, current, target, value, expects);
             }
-            let mut slot = Some(value);
-            let mut transfer = Transfer::new(Kind::Value, (&raw mut slot).cast(), current);
+            // Moved out by the receiver (or dropped by `switch_core` if it
+            // is never delivered): never dropped here.
+            let mut slot = ValueSlot(ManuallyDrop::new(value));
             // SAFETY: the value's type was checked against what `target`
-            // waits for; `current` and `target` are distinct live greenlets.
+            // waits for; `current` and `target` are distinct live greenlets,
+            // and the current one is running, left suspended.
             let word = unsafe {
                 switch_core(
                     thread,
                     current,
                     target,
-                    &mut transfer,
+                    (&raw mut slot).cast(),
                     Event::Switch,
                     TypeKey::of::<R>(),
-                    drop_slot::<T>,
+                    State::Suspended,
+                    drop_in_slot::<T>,
                 )
             };
             // SAFETY: `word` came back from the switch.
@@ -1203,10 +1363,10 @@ impl Greenlet {
             let current = current_in(thread);
             let mut rare = Rare::Taken;
             let mut transfer = if TypeId::of::<E>() == TypeId::of::<GreenletExit>() {
-                Transfer::new(Kind::Exit, ptr::null_mut(), current)
+                Transfer::new(Kind::Exit, ptr::null_mut())
             } else {
                 rare = Rare::Thrown(Box::new(error));
-                Transfer::new(Kind::Rare, (&raw mut rare).cast(), current)
+                Transfer::new(Kind::Rare, (&raw mut rare).cast())
             };
             let mut event = Event::Throw;
             if self.inner.state.get() == State::Dead && transfer.kind == Kind::Exit {
@@ -1216,9 +1376,10 @@ impl Greenlet {
                 event = Event::Switch;
             }
             let target = self.inner.resolve();
+            let word = transfer_word(&mut transfer);
             let word = if target == current {
                 trace_self(event);
-                slow_self_delivery(&mut transfer)
+                slow_self_delivery(thread, word)
             } else {
                 // SAFETY: a non-value transfer whose `Rare` lives in this
                 // frame until we are resumed; distinct live greenlets.
@@ -1227,9 +1388,10 @@ impl Greenlet {
                         thread,
                         current,
                         target,
-                        &mut transfer,
+                        word,
                         event,
                         TypeKey::of::<R>(),
+                        State::Suspended,
                         drop_nothing,
                     )
                 }
@@ -1519,16 +1681,17 @@ fn switch_mismatch<T: 'static, R: 'static>(
         });
     }
     drop(value);
-    let mut transfer = Transfer::new(Kind::Discarded, ptr::null_mut(), current);
+    let mut transfer = Transfer::new(Kind::Discarded, ptr::null_mut());
     // SAFETY: a discarded value carries nothing to check; distinct greenlets.
     let word = unsafe {
         switch_core(
             thread,
             current,
             target,
-            &mut transfer,
+            transfer_word(&mut transfer),
             Event::Switch,
             TypeKey::of::<R>(),
+            State::Suspended,
             drop_nothing,
         )
     };
@@ -1608,6 +1771,16 @@ impl Drop for Greenlet {
         if Rc::strong_count(&self.inner) != 1 {
             return;
         }
+        let thread = thread_state();
+        if ptr::eq(Rc::as_ptr(&self.inner), thread.current.get()) {
+            // The running greenlet's last reference (it may be running its
+            // last lines, already marked dead): the thread state keeps it
+            // until it switches away (the greenlet it switches to then drops
+            // it, see `release_held`).
+            debug_assert!(thread.held.get().is_null());
+            thread.held.set(Rc::into_raw(self.inner.clone()));
+            return;
+        }
         if self.inner.state.get() == State::Suspended {
             if std::thread::panicking() {
                 leak_suspended(&self.inner);
@@ -1640,17 +1813,14 @@ fn leak_suspended(inner: &Inner) {
     inner.state.set(State::Dead);
 }
 
-/// Records kept for reuse per thread: creating a greenlet in the steady
-/// state then allocates nothing (its stack comes from the stack pool).
+/// Records kept for reuse per thread (see `ThreadState::recycled`).
 const RECYCLED_LIMIT: usize = 64;
 
-std::thread_local! {
-    static RECYCLED: core::cell::RefCell<std::vec::Vec<Rc<Inner>>> =
-        const { core::cell::RefCell::new(std::vec::Vec::new()) };
-}
-
 /// Releases what a dead or unstarted record holds (body, stack, parent) and
-/// keeps the allocation in this thread's cache.
+/// keeps the allocation in this thread's list, if it is dead (as it always
+/// is here but for a main greenlet) and the list has room.
+///
+/// The caller holds the record's only reference, and no weak one exists.
 #[inline]
 fn recycle(inner: &Rc<Inner>) {
     if inner.state.get() == State::Unstarted {
@@ -1661,32 +1831,31 @@ fn recycle(inner: &Rc<Inner>) {
     }
     // May drop the parent's last handle, which is fine: not ours.
     drop(inner.parent.take());
-    let _ = RECYCLED.try_with(|cache| {
-        if let Ok(mut cache) = cache.try_borrow_mut()
-            && cache.len() < RECYCLED_LIMIT
-        {
-            cache.push(inner.clone());
-        }
-    });
+    let t = thread_state();
+    if inner.state.get() == State::Dead
+        && !t.torn_down.get()
+        && t.recycled_len.get() < RECYCLED_LIMIT
+    {
+        inner.next_free.set(t.recycled.get());
+        t.recycled.set(Rc::into_raw(Rc::clone(inner)));
+        t.recycled_len.set(t.recycled_len.get() + 1);
+    }
 }
 
-/// A record for a new greenlet: a recycled allocation when there is one.
+/// A recycled record for a new greenlet, if the list has one: dead, empty,
+/// and the returned reference is its only one.
 #[inline]
-fn new_record(record: Inner) -> Rc<Inner> {
-    let recycled = RECYCLED
-        .try_with(|cache| cache.try_borrow_mut().ok()?.pop())
-        .ok()
-        .flatten();
-    match recycled {
-        Some(mut rc) => match Rc::get_mut(&mut rc) {
-            Some(slot) => {
-                *slot = record;
-                rc
-            }
-            None => Rc::new(record),
-        },
-        None => Rc::new(record),
+fn take_recycled(t: &ThreadState) -> Option<Rc<Inner>> {
+    let head = t.recycled.get();
+    if head.is_null() {
+        return None;
     }
+    // SAFETY: a list entry owns its record's only reference (from
+    // `Rc::into_raw`); it is unlinked here, so it is taken once.
+    let rc = unsafe { Rc::from_raw(head) };
+    t.recycled.set(rc.next_free.get());
+    t.recycled_len.set(t.recycled_len.get() - 1);
+    Some(rc)
 }
 
 /// Dropping the last handle of a suspended greenlet: throw `GreenletExit`
@@ -1710,7 +1879,7 @@ fn kill_suspended(inner: &Rc<Inner>) {
         let original_parent = inner.parent.replace(Some(Greenlet { inner: killer }));
         while inner.state.get() == State::Suspended {
             let current = current_in(thread);
-            let mut transfer = Transfer::new(Kind::Exit, ptr::null_mut(), current);
+            let mut transfer = Transfer::new(Kind::Exit, ptr::null_mut());
             let target = Rc::as_ptr(inner);
             // SAFETY: `inner` is suspended, so not current; the transfer
             // carries no value.
@@ -1719,9 +1888,10 @@ fn kill_suspended(inner: &Rc<Inner>) {
                     thread,
                     current,
                     target,
-                    &mut transfer,
+                    transfer_word(&mut transfer),
                     Event::Throw,
                     TypeKey::of::<Discard>(),
+                    State::Suspended,
                     drop_nothing,
                 )
             };
@@ -2031,21 +2201,50 @@ impl Builder {
             )
         };
         let guard = stack.guard();
-        let inner = new_record(Inner {
-            id: next_id(),
-            state: Cell::new(State::Unstarted),
-            parent: Cell::new(Some(parent)),
-            saved: Cell::new(Some(sp)),
-            expects: Cell::new(TypeKey::of::<A>()),
-            stack_top: top,
-            stack_len: stack.len(),
-            guard_start: guard.start,
-            guard_end: guard.end,
-            fiber: Fiber::new(guard.end, top - guard.end),
-            low_water: Cell::new(top),
-            stack: Cell::new(Some(stack)),
-            body: Cell::new(Some((body_at as *mut u8, drop_body::<F>))),
-        });
+        let t = thread_state();
+        let id = next_id(t);
+        let stack_len = stack.len();
+        let body: StoredBody = (body_at as *mut u8, drop_body::<F>);
+        let inner = match take_recycled(t) {
+            Some(mut rc) => {
+                let Some(r) = Rc::get_mut(&mut rc) else {
+                    unreachable!("a recycled record has no other reference")
+                };
+                // Field by field, cheaper than moving a whole record in. The
+                // old values are empty (`recycle` released them): forgetting
+                // them skips a drop that would do nothing.
+                r.id = id;
+                r.state.set(State::Unstarted);
+                core::mem::forget(r.parent.replace(Some(parent)));
+                r.saved.set(Some(sp));
+                r.expects.set(TypeKey::of::<A>());
+                r.stack_top = top;
+                r.stack_len = stack_len;
+                r.guard_start = guard.start;
+                r.guard_end = guard.end;
+                r.fiber = Fiber::new(guard.end, top - guard.end);
+                r.low_water.set(top);
+                core::mem::forget(r.stack.replace(Some(stack)));
+                r.body.set(Some(body));
+                rc
+            }
+            None => Rc::new(Inner {
+                id,
+                state: Cell::new(State::Unstarted),
+                parent: Cell::new(Some(parent)),
+                saved: Cell::new(Some(sp)),
+                expects: Cell::new(TypeKey::of::<A>()),
+                stack_top: top,
+                stack_len,
+                guard_start: guard.start,
+                guard_end: guard.end,
+                fiber: Fiber::new(guard.end, top - guard.end),
+                low_water: Cell::new(top),
+                stack: Cell::new(Some(stack)),
+                body: Cell::new(Some(body)),
+                next_free: Cell::new(ptr::null()),
+            }),
+        };
         Ok(Greenlet { inner })
     }
 }
@@ -2085,17 +2284,19 @@ where
     O: 'static,
     F: FnOnce(A) -> Result<O, SwitchError> + 'static,
 {
-    let current = current_ptr();
+    let thread = thread_state();
+    let current = current_in(thread);
     // SAFETY: `current` is this greenlet (the switch made it current).
     let me = unsafe { &*current };
-    arrived(me, word);
+    arrived(me, thread);
+    let word: *mut u8 = ptr::with_exposed_provenance_mut(word);
     me.body.set(None);
     // SAFETY: the body was written by `spawn` and is read exactly once, here
     // (`body` was cleared above, so nobody drops it in place).
     let body = unsafe { ptr::read(body_at.cast::<F>()) };
     let outcome = panic::catch_unwind(AssertUnwindSafe(move || {
-        // SAFETY: `word` is the transfer that started us; an unstarted
-        // greenlet only ever receives a value of its argument type.
+        // SAFETY: `word` is what started us; an unstarted greenlet only ever
+        // receives a value of its argument type.
         match unsafe { receive::<A>(word) } {
             Ok(a) => body(a),
             Err(e) => Err(e),
@@ -2108,7 +2309,8 @@ where
 /// nearest live ancestor, for good. Holds nothing that needs dropping when
 /// the last switch is made, since this frame is never resumed.
 fn finish<O: 'static>(outcome: std::thread::Result<Result<O, SwitchError>>, body_at: usize) -> ! {
-    THREAD.with(|thread| {
+    let thread = thread_state();
+    {
         let current = current_in(thread);
         // SAFETY: the running greenlet's record is live.
         let me = unsafe { &*current };
@@ -2120,7 +2322,7 @@ fn finish<O: 'static>(outcome: std::thread::Result<Result<O, SwitchError>>, body
         let (slot, last) = unsafe {
             slot_at.write(None);
             final_at.write(Final {
-                transfer: Transfer::new(Kind::Value, slot_at.cast(), current),
+                transfer: Transfer::new(Kind::Value, slot_at.cast()),
                 rare: Rare::Taken,
             });
             (&mut *slot_at, &mut *final_at)
@@ -2160,33 +2362,36 @@ fn finish<O: 'static>(outcome: std::thread::Result<Result<O, SwitchError>>, body
         if last.transfer.kind == Kind::Value {
             // SAFETY: `target` is live.
             let expects = unsafe { (*target).expects.get() };
-            if expects.id() == TypeId::of::<Discard>() {
+            if expects.is::<Discard>() {
                 *slot = None;
                 last.transfer.kind = Kind::Discarded;
-            } else if expects.id() != TypeId::of::<O>() {
+            } else if !expects.is::<O>() {
                 *slot = None;
                 last.rare = Rare::Mismatch(type_name::<O>(), expects.name());
                 last.transfer.kind = Kind::Rare;
                 last.transfer.payload = rare_at.cast();
             }
         }
+        let word = transfer_word(&mut last.transfer);
         // SAFETY: a dead greenlet is never the target of a switch, so
         // `target` (a live ancestor) differs from us; the value type was
-        // checked above. Nothing in this frame needs dropping: it is never
-        // resumed.
+        // checked above, and the word is a transfer (tag 1), as a dead
+        // sender's must be. Nothing in this frame needs dropping: it is
+        // never resumed.
         unsafe {
             switch_core(
                 thread,
                 current,
                 target,
-                &mut last.transfer,
+                word,
                 event,
                 TypeKey::of::<()>(),
+                State::Dead,
                 drop_slot::<O>,
             );
         }
         unreachable!("a dead greenlet was resumed");
-    })
+    }
 }
 
 /// Traces a switch or throw that lands on the current greenlet, as Python's
