@@ -1283,7 +1283,7 @@ impl Greenlet {
     /// assert_eq!(g.switch::<u8, u8>(10)?, 11);
     /// # Ok::<(), greenlet::SwitchError>(())
     /// ```
-    #[inline]
+    #[inline(always)]
     pub fn switch<T: 'static, R: 'static>(&self, value: T) -> Result<R, SwitchError> {
         if std::thread::panicking() {
             return Err(SwitchError::Panicking);
