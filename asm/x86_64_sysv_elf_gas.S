@@ -68,11 +68,15 @@
  *            16-byte aligned before the `call`, as the ABI has it.
  */
 FUNCTION_BEGIN(switch)
-    /* Our x87 control word, stored first, into the red zone where it will
-     * be the frame's +4 once the frame is built (entry rsp - 24 + 4).
-     * Reading back what `fnstcw` stored is slow (the store does not forward
-     * to a load for some 30 cycles), so the store goes first and the read
-     * comes last, after the stack is swapped. */
+    /* The frame is built in place below the return address the `call`
+     * pushed, without moving rsp (the 128-byte red zone below rsp is ours:
+     * signal handlers skip it), and rsp then moves once, to the resumed
+     * frame. Offsets from rsp at entry: the frame's base is rsp - 24.
+     *
+     * Our x87 control word first: reading back what `fnstcw` stored is slow
+     * (the store does not forward to a load for a few dozen cycles), so the
+     * store goes first and the read comes last, after the stack is
+     * swapped. */
     fnstcw GREENLET_FRAME_FP_CONTROL + 4 - (GREENLET_FRAME_SIZE - 8)(%rsp)
     /* The resumed context's control state, read before we store anything
      * else. Both contexts' frames often sit at the same offset in their
@@ -82,59 +86,50 @@ FUNCTION_BEGIN(switch)
     movl GREENLET_FRAME_FP_CONTROL(%rsi), %r9d
     movzwl GREENLET_FRAME_FP_CONTROL + 4(%rsi), %r11d
 
-    /* CFA = rsp + 8 here; each push moves it and records where a register
-     * lives, so an unwinder stopped anywhere below finds them. Because the
-     * resumed stack holds a frame of exactly this shape, the same CFI stays
-     * correct after the stack pointer is swapped. */
-    pushq %rbp
-    .cfi_adjust_cfa_offset 8
-    .cfi_rel_offset %rbp, 0
-    pushq %rbx
-    .cfi_adjust_cfa_offset 8
-    .cfi_rel_offset %rbx, 0
-    /* Not a push: the slot already holds our control word at +4. MXCSR
-     * goes to +0 and is read straight back (`stmxcsr` forwards quickly). */
-    subq $8, %rsp
-    .cfi_adjust_cfa_offset 8
-    stmxcsr GREENLET_FRAME_FP_CONTROL(%rsp)
-    movl GREENLET_FRAME_FP_CONTROL(%rsp), %ecx
+    /* CFA = rsp + 8 here, and stays so until the swap; each register's
+     * slot is recorded once it is stored, so an unwinder stopped anywhere
+     * below finds them. The resumed stack holds a frame of exactly this
+     * shape, so the same rules hold after the swap. */
+    movq %rbp, GREENLET_FRAME_RBP - (GREENLET_FRAME_SIZE - 8)(%rsp)
+    .cfi_offset %rbp, GREENLET_FRAME_RBP - GREENLET_FRAME_SIZE
+    movq %rbx, GREENLET_FRAME_RBX - (GREENLET_FRAME_SIZE - 8)(%rsp)
+    .cfi_offset %rbx, GREENLET_FRAME_RBX - GREENLET_FRAME_SIZE
+    stmxcsr GREENLET_FRAME_FP_CONTROL - (GREENLET_FRAME_SIZE - 8)(%rsp)
 
     /* The switch proper: publish our frame, adopt theirs. */
-    movq %rsp, (%rdx)
-    movq %rsp, %r10
+    leaq -(GREENLET_FRAME_SIZE - 8)(%rsp), %r10
+    movq %r10, (%rdx)
     movq %rsi, %rsp
+    .cfi_def_cfa_offset GREENLET_FRAME_SIZE
 
     /* Only MXCSR's control bits (6-15) are callee-saved; its status flags
      * (0-5) are caller-saved and differ all the time (any inexact float
-     * operation sets one), so they must not trigger a reload. */
-    xorl %ecx, %r9d
+     * operation sets one), so they must not trigger a reload. Our MXCSR is
+     * read back from the frame (`stmxcsr` forwards quickly). */
+    xorl GREENLET_FRAME_FP_CONTROL(%r10), %r9d
     testl $GREENLET_MXCSR_CONTROL_MASK, %r9d
     jne 2f
 1:
-    .cfi_remember_state
     /* Our control word, stored at the top, is old enough to read now. */
     cmpw GREENLET_FRAME_FP_CONTROL + 4(%r10), %r11w
     jne 3f
 4:
-    addq $8, %rsp
-    .cfi_adjust_cfa_offset -8
-    popq %rbx
-    .cfi_adjust_cfa_offset -8
+    .cfi_remember_state
+    movq GREENLET_FRAME_RBX(%rsp), %rbx
     .cfi_restore %rbx
-    popq %rbp
-    .cfi_adjust_cfa_offset -8
+    movq GREENLET_FRAME_RBP(%rsp), %rbp
     .cfi_restore %rbp
+    addq $GREENLET_FRAME_SIZE, %rsp
+    .cfi_def_cfa_offset 0
     /* Not `ret`: the return-stack predictor expects a return to our own
      * caller, and a switch resumes another context, so `ret` mispredicts on
      * every switch (measured here: 39 ns a round trip with `ret`, a few
      * with this). An indirect jump is predicted from the branch history
      * instead, which learns a switch's alternating targets. The resume
+     * address is read from just below rsp, in the red zone. The resume
      * point is a return address, so this needs no `endbr64` landing pad as
      * long as user-space IBT is off, which Linux does not offer. */
-    popq %rcx
-    .cfi_adjust_cfa_offset -8
-    .cfi_register %rip, %rcx
-    jmpq *%rcx
+    jmpq *-8(%rsp)
 2:
     /* Out of line: the resumed context runs with a different rounding mode
      * or exception mask, so load its MXCSR before resuming it. */
