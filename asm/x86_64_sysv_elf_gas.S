@@ -123,8 +123,8 @@ FUNCTION_BEGIN(switch)
     .cfi_def_cfa_offset 0
     /* Not `ret`: the return-stack predictor expects a return to our own
      * caller, and a switch resumes another context, so `ret` mispredicts on
-     * every switch (measured here: 39 ns a round trip with `ret`, a few
-     * with this). An indirect jump is predicted from the branch history
+     * every switch (measured here, in a C ping-pong that leaves out the FP
+     * state: 32 ns a round trip with `ret`, 5.4 ns with this). An indirect jump is predicted from the branch history
      * instead, which learns a switch's alternating targets. The resume
      * address is read from just below rsp, in the red zone. The resume
      * point is a return address, so this needs no `endbr64` landing pad as
