@@ -58,6 +58,9 @@
 //! 7. [`Greenlet::set_parent`] rejects cycles and any change to a main
 //!    greenlet; handles are neither `Send` nor `Sync`.
 //! 8. [`settrace`] installs a callback that sees every switch and throw.
+//! 9. A greenlet's `Debug` shows its state, parent and stack in use, and
+//!    [`Greenlet::backtrace`] shows where a suspended greenlet waits, down to
+//!    its root, without resuming it.
 //!
 //! # Layers
 //!
