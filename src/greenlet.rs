@@ -256,45 +256,42 @@ impl From<StackError> for Error {
 // Types at a switch
 
 /// The type a suspended greenlet waits for, recorded when it suspends: a
-/// pointer to one constant per type, so recording it is a single store.
+/// pointer to the type's `TypeId` constant, and a function naming the type
+/// (for error messages only).
+///
+/// The `TypeId` constant holds no pointer, so the compiler puts it in a
+/// mergeable read-only section and the linker keeps one copy per type even
+/// when several codegen units made one: comparing keys is then one pointer
+/// compare, with the `TypeId`s as the fallback that keeps it exact.
 #[derive(Clone, Copy)]
-struct TypeKey(&'static TypeInfo);
-
-struct TypeInfo {
-    id: TypeId,
-    /// A function, because `type_name` cannot be called in a constant yet;
-    /// only error messages call it.
+struct TypeKey {
+    id: &'static TypeId,
     name: fn() -> &'static str,
 }
 
 impl TypeKey {
     #[inline(always)]
     fn of<T: 'static>() -> Self {
-        TypeKey(
-            const {
-                &TypeInfo {
-                    id: TypeId::of::<T>(),
-                    name: type_name::<T>,
-                }
-            },
-        )
+        TypeKey {
+            id: const { &TypeId::of::<T>() },
+            name: type_name::<T>,
+        }
     }
 
     #[inline(always)]
     fn id(self) -> TypeId {
-        self.0.id
+        *self.id
     }
 
-    /// Whether this is the key of `T`: usually one pointer compare, since
-    /// each type's constant is usually one object; when it was duplicated
-    /// (across codegen units), the `TypeId`s decide.
+    /// Whether this is the key of `T`: usually one pointer compare; when the
+    /// constant was not merged, the `TypeId`s decide.
     #[inline(always)]
     fn is<T: 'static>(self) -> bool {
-        ptr::eq(self.0, TypeKey::of::<T>().0) || self.id() == TypeId::of::<T>()
+        ptr::eq(self.id, TypeKey::of::<T>().id) || self.id() == TypeId::of::<T>()
     }
 
     fn name(self) -> &'static str {
-        (self.0.name)()
+        (self.name)()
     }
 }
 
