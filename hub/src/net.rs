@@ -128,10 +128,19 @@ impl<T: ToSocketAddrs + ?Sized> ToSocketAddrs for &T {
 /// (std's `each_addr`). A hub error (kill, scope timeout) stops at once.
 fn each_addr<A: ToSocketAddrs + ?Sized, T>(
     addr: &A,
+    f: impl FnMut(SocketAddr) -> io::Result<T>,
+) -> io::Result<T> {
+    first_that_works(addr.to_socket_addrs()?, f)
+}
+
+/// `f` of each address in turn until one succeeds; the last error if none
+/// does. A hub error (a kill, a timeout) stops the search at once.
+fn first_that_works<T>(
+    addrs: impl IntoIterator<Item = SocketAddr>,
     mut f: impl FnMut(SocketAddr) -> io::Result<T>,
 ) -> io::Result<T> {
     let mut last = None;
-    for a in addr.to_socket_addrs()? {
+    for a in addrs {
         match f(a) {
             Ok(t) => return Ok(t),
             Err(e) if is_hub_error(&e) => return Err(e),
@@ -144,6 +153,33 @@ fn each_addr<A: ToSocketAddrs + ?Sized, T>(
             "could not resolve to any addresses",
         )
     }))
+}
+
+/// A listening std socket on the first of `addr`'s addresses that takes one:
+/// non-blocking, close-on-exec, `SO_REUSEADDR`, and `SO_REUSEPORT` when
+/// asked; not yet registered with any hub (for a listener bound on one
+/// thread and served on another). It resolves with std, blocking: it runs
+/// before any hub exists.
+pub(crate) fn bind_std_listener(
+    addr: impl std::net::ToSocketAddrs,
+    reuse_port: bool,
+) -> io::Result<std::net::TcpListener> {
+    first_that_works(addr.to_socket_addrs()?, |a| listen_on(a, reuse_port))
+}
+
+fn listen_on(addr: SocketAddr, reuse_port: bool) -> io::Result<std::net::TcpListener> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM.nonblocking(),
+        Some(socket2::Protocol::TCP),
+    )?;
+    socket.set_reuse_address(true)?;
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
+    socket.bind(&addr.into())?;
+    socket.listen(BACKLOG)?;
+    Ok(socket.into())
 }
 
 /// True if `e` carries a hub error (a kill, a scope timeout, ...) rather
@@ -808,18 +844,7 @@ impl TcpListener {
     }
 
     fn bind_one(addr: SocketAddr, reuse_port: bool) -> io::Result<TcpListener> {
-        let socket = socket2::Socket::new(
-            socket2::Domain::for_address(addr),
-            socket2::Type::STREAM.nonblocking(),
-            Some(socket2::Protocol::TCP),
-        )?;
-        socket.set_reuse_address(true)?;
-        if reuse_port {
-            socket.set_reuse_port(true)?;
-        }
-        socket.bind(&addr.into())?;
-        socket.listen(BACKLOG)?;
-        TcpListener::from_std(socket.into())
+        TcpListener::from_std(listen_on(addr, reuse_port)?)
     }
 
     /// Adopts a listening std socket, switching it to non-blocking mode and

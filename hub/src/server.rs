@@ -577,7 +577,7 @@ where
     let threads = threads.max(1);
     // Bind the first listener here, in blocking std, to learn the port (the
     // caller may have asked for port 0); the others bind to that port.
-    let first = bind_std_reuse_port(addr)?;
+    let first = crate::net::bind_std_listener(addr, true)?;
     let addr = first.local_addr()?;
     let make_handler = Arc::new(make_handler);
     let (bound_tx, bound_rx) = std::sync::mpsc::channel::<io::Result<()>>();
@@ -586,7 +586,7 @@ where
     for index in 0..threads {
         let listener = match first.take() {
             Some(l) => l,
-            None => bind_std_reuse_port(addr)?,
+            None => crate::net::bind_std_listener(addr, true)?,
         };
         let make_handler = make_handler.clone();
         let stop = stop.clone();
@@ -633,32 +633,4 @@ where
         }
     }
     first_error.map_or(Ok(()), Err)
-}
-
-fn bind_std_reuse_port<A: std::net::ToSocketAddrs>(addr: A) -> io::Result<std::net::TcpListener> {
-    let mut last = None;
-    for addr in addr.to_socket_addrs()? {
-        let attempt = (|| {
-            let socket = socket2::Socket::new(
-                socket2::Domain::for_address(addr),
-                socket2::Type::STREAM.nonblocking(),
-                Some(socket2::Protocol::TCP),
-            )?;
-            socket.set_reuse_address(true)?;
-            socket.set_reuse_port(true)?;
-            socket.bind(&addr.into())?;
-            socket.listen(1024)?;
-            Ok::<_, io::Error>(std::net::TcpListener::from(socket))
-        })();
-        match attempt {
-            Ok(l) => return Ok(l),
-            Err(e) => last = Some(e),
-        }
-    }
-    Err(last.unwrap_or_else(|| {
-        io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "could not resolve to any addresses",
-        )
-    }))
 }
