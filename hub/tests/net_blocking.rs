@@ -4,21 +4,12 @@
 mod util;
 
 use greenlet_hub::{Error, resolve, resolve_host, sleep, spawn, spawn_blocking};
-use std::cell::Cell;
-use std::rc::Rc;
 use std::time::{Duration, Instant};
 use util::ms;
 
 #[test]
 fn other_tasks_run_while_a_thread_blocks() {
-    let ticks = Rc::new(Cell::new(0));
-    let t = ticks.clone();
-    let ticker = spawn(move || -> Result<(), Error> {
-        loop {
-            sleep(ms(5))?;
-            t.set(t.get() + 1);
-        }
-    });
+    let (ticks, ticker) = util::ticker();
     let thread = spawn_blocking(|| {
         std::thread::sleep(ms(100));
         std::thread::current().id()

@@ -226,14 +226,7 @@ fn connect_timeout_when_the_backlog_is_full() {
         .unwrap();
     socket.listen(0).unwrap();
     let addr = socket.local_addr().unwrap().as_socket().unwrap();
-    let ticks = Rc::new(std::cell::Cell::new(0));
-    let t = ticks.clone();
-    let ticker = spawn(move || -> Result<(), Error> {
-        loop {
-            sleep(ms(5))?;
-            t.set(t.get() + 1);
-        }
-    });
+    let (ticks, ticker) = util::ticker();
     let mut kept = Vec::new();
     let mut timed_out = None;
     for _ in 0..8 {
@@ -266,14 +259,7 @@ fn read_timeout_gives_timed_out_and_the_others_run() {
     assert!(client.set_read_timeout(Some(Duration::ZERO)).is_err());
     client.set_read_timeout(Some(ms(50))).unwrap();
     assert_eq!(client.read_timeout().unwrap(), Some(ms(50)));
-    let ticks = Rc::new(std::cell::Cell::new(0));
-    let t = ticks.clone();
-    let ticker = spawn(move || -> Result<(), Error> {
-        loop {
-            sleep(ms(5))?;
-            t.set(t.get() + 1);
-        }
-    });
+    let (ticks, ticker) = util::ticker();
     let start = Instant::now();
     let e = client.read(&mut [0; 16]).unwrap_err();
     assert_eq!(e.kind(), io::ErrorKind::TimedOut);

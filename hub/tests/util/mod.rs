@@ -103,3 +103,17 @@ pub fn thread_cpu_time() -> Duration {
     // USER_HZ is 100 on every Linux target we run on.
     Duration::from_millis(ticks * 10)
 }
+
+/// A task that counts 5 ms ticks until killed: a count above zero proves
+/// that other tasks ran meanwhile.
+pub fn ticker() -> (Rc<std::cell::Cell<u32>>, greenlet_hub::Task<()>) {
+    let ticks = Rc::new(std::cell::Cell::new(0));
+    let t = ticks.clone();
+    let task = greenlet_hub::spawn(move || -> Result<(), greenlet_hub::Error> {
+        loop {
+            greenlet_hub::sleep(Duration::from_millis(5))?;
+            t.set(t.get() + 1);
+        }
+    });
+    (ticks, task)
+}
