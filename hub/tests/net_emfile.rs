@@ -6,6 +6,7 @@
 //! with a single test: lowering RLIMIT_NOFILE here disturbs nobody.
 
 mod net_util;
+mod util;
 
 use greenlet_hub::{ServerError, StreamServer, TcpStream, sleep, spawn};
 use net_util::{V4, fd_count};
@@ -80,14 +81,7 @@ fn out_of_descriptors_the_server_backs_off_and_recovers() {
         }
 
         server.start().unwrap();
-        let ticks = Rc::new(std::cell::Cell::new(0));
-        let t = ticks.clone();
-        let ticker = spawn(move || -> Result<(), greenlet_hub::Error> {
-            loop {
-                sleep(Duration::from_millis(5))?;
-                t.set(t.get() + 1);
-            }
-        });
+        let (ticks, ticker) = util::ticker();
         sleep(Duration::from_millis(300)).unwrap();
         let errors = accept_errors.borrow().clone();
         assert!(!errors.is_empty(), "accept should have failed");
