@@ -8,7 +8,7 @@
 mod net_util;
 mod util;
 
-use greenlet_hub::{ServerError, StreamServer, TcpStream, sleep, spawn};
+use greenlet_hub::{ServerError, StreamServer, TcpStream, sleep};
 use net_util::{V4, fd_count};
 use std::cell::RefCell;
 use std::io::{Read, Write};
