@@ -66,8 +66,13 @@ FUNCTION_BEGIN(switch)
      * frames often sit at the same offset in their pages, and a load from
      * theirs issued after our stores could be held back as if it depended
      * on them (see the x86_64 file, where this was measured). */
+    /* greenlet-bench assembles this file a second time with
+     * GREENLET_BENCH_WITHOUT_FP_CONTROL, leaving out the FPCR lines, to
+     * measure what keeping FPCR costs; the shipped switch has them all. */
+#ifndef GREENLET_BENCH_WITHOUT_FP_CONTROL
     ldr x10, [x1, #GREENLET_FRAME_FPCR]
     mrs x9, fpcr
+#endif
     sub sp, sp, #GREENLET_FRAME_SIZE
     .cfi_def_cfa_offset GREENLET_FRAME_SIZE
     stp x9, x19, [sp, #GREENLET_FRAME_FPCR]
@@ -84,8 +89,10 @@ FUNCTION_BEGIN(switch)
     str x11, [x2]
     mov sp, x1
 
+#ifndef GREENLET_BENCH_WITHOUT_FP_CONTROL
     cmp x9, x10
     b.ne 2f
+#endif
 1:
     .cfi_remember_state
     ldr x19, [sp, #GREENLET_FRAME_X19]
@@ -96,11 +103,13 @@ FUNCTION_BEGIN(switch)
     .cfi_restore x29
     .cfi_restore x30
     ret
+#ifndef GREENLET_BENCH_WITHOUT_FP_CONTROL
 2:
     /* Out of line: the resumed context runs with a different FPCR. */
     .cfi_restore_state
     msr fpcr, x10
     b 1b
+#endif
 FUNCTION_END(switch)
 
 /*

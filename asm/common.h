@@ -11,8 +11,15 @@
 #define GREENLET_COMMON_H
 
 /* Every exported symbol carries the crate's prefix so it cannot collide with
- * another coroutine library linked into the same program. */
-#define SYMBOL(name) greenlet_##name
+ * another coroutine library linked into the same program. greenlet-bench
+ * builds these files a second time under another prefix (see
+ * GREENLET_BENCH_WITHOUT_FP_CONTROL in the switch files). */
+#ifndef GREENLET_SYMBOL_PREFIX
+#define GREENLET_SYMBOL_PREFIX greenlet_
+#endif
+#define GREENLET_PASTE(a, b) a##b
+#define GREENLET_PASTE_EXPANDED(a, b) GREENLET_PASTE(a, b)
+#define SYMBOL(name) GREENLET_PASTE_EXPANDED(GREENLET_SYMBOL_PREFIX, name)
 
 /* Hidden: the symbols are only called from the Rust side of this crate, so
  * they never need to go through the PLT. */

@@ -39,10 +39,15 @@
  * control bits and the x87 control word callee-saved, so a greenlet that sets
  * a rounding mode must not see it leak into the greenlet it switches to. Why
  * it is compared before it is loaded: `ldmxcsr` and `fldcw` are serialising
- * on many cores and cost more than the rest of the switch together; storing
- * is cheap, and the control state almost never differs between two
- * greenlets, so two predicted compare-and-branches keep the ABI's promise at
- * a fraction of the price (bench/ measures both cases).
+ * on many cores and cost more than the rest of the switch together, and the
+ * control state almost never differs between two greenlets, so two predicted
+ * compare-and-branches keep the ABI's promise at a fraction of the price.
+ * Reading the state is not free either: the lines marked
+ * GREENLET_BENCH_WITHOUT_FP_CONTROL are 18 of a round trip's 54 instructions
+ * (callgrind), and on the Xeon this was tuned on `stmxcsr` alone costs about
+ * 0.8 ns of a 5.4 ns round trip, `fnstcw` about 0.1 ns. greenlet-bench builds
+ * this file a second time without them (`switch/greenlet-raw-nofp`, never
+ * shipped) to show that price, and the MXCSR-differs case, side by side.
  */
 #include "common.h"
 #include "x86_64_frame.h"
@@ -77,6 +82,7 @@ FUNCTION_BEGIN(switch)
      * (the store does not forward to a load for a few dozen cycles), so the
      * store goes first and the read comes last, after the stack is
      * swapped. */
+#ifndef GREENLET_BENCH_WITHOUT_FP_CONTROL
     fnstcw GREENLET_FRAME_FP_CONTROL + 4 - (GREENLET_FRAME_SIZE - 8)(%rsp)
     /* The resumed context's control state, read before we store anything
      * else. Both contexts' frames often sit at the same offset in their
@@ -85,6 +91,7 @@ FUNCTION_BEGIN(switch)
      * and waits for them. */
     movl GREENLET_FRAME_FP_CONTROL(%rsi), %r9d
     movzwl GREENLET_FRAME_FP_CONTROL + 4(%rsi), %r11d
+#endif
 
     /* CFA = rsp + 8 here, and stays so until the swap; each register's
      * slot is recorded once it is stored, so an unwinder stopped anywhere
@@ -94,7 +101,9 @@ FUNCTION_BEGIN(switch)
     .cfi_offset %rbp, GREENLET_FRAME_RBP - GREENLET_FRAME_SIZE
     movq %rbx, GREENLET_FRAME_RBX - (GREENLET_FRAME_SIZE - 8)(%rsp)
     .cfi_offset %rbx, GREENLET_FRAME_RBX - GREENLET_FRAME_SIZE
+#ifndef GREENLET_BENCH_WITHOUT_FP_CONTROL
     stmxcsr GREENLET_FRAME_FP_CONTROL - (GREENLET_FRAME_SIZE - 8)(%rsp)
+#endif
 
     /* The switch proper: publish our frame, adopt theirs. */
     leaq -(GREENLET_FRAME_SIZE - 8)(%rsp), %r10
@@ -102,6 +111,7 @@ FUNCTION_BEGIN(switch)
     movq %rsi, %rsp
     .cfi_def_cfa_offset GREENLET_FRAME_SIZE
 
+#ifndef GREENLET_BENCH_WITHOUT_FP_CONTROL
     /* Only MXCSR's control bits (6-15) are callee-saved; its status flags
      * (0-5) are caller-saved and differ all the time (any inexact float
      * operation sets one), so they must not trigger a reload. Our MXCSR is
@@ -113,6 +123,7 @@ FUNCTION_BEGIN(switch)
     /* Our control word, stored at the top, is old enough to read now. */
     cmpw GREENLET_FRAME_FP_CONTROL + 4(%r10), %r11w
     jne 3f
+#endif
 4:
     .cfi_remember_state
     movq GREENLET_FRAME_RBX(%rsp), %rbx
@@ -130,6 +141,7 @@ FUNCTION_BEGIN(switch)
      * point is a return address, so this needs no `endbr64` landing pad as
      * long as user-space IBT is off, which Linux does not offer. */
     jmpq *-8(%rsp)
+#ifndef GREENLET_BENCH_WITHOUT_FP_CONTROL
 2:
     /* Out of line: the resumed context runs with a different rounding mode
      * or exception mask, so load its MXCSR before resuming it. */
@@ -147,6 +159,7 @@ FUNCTION_BEGIN(switch)
     .cfi_restore_state
     fldcw GREENLET_FRAME_FP_CONTROL + 4(%rsp)
     jmp 4b
+#endif
 FUNCTION_END(switch)
 
 /*

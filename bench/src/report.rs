@@ -605,6 +605,21 @@ const INTERNAL: &[(&str, &str, &str)] = &[
         "raw switch that must reload MXCSR vs the usual one",
     ),
     (
+        "switch/greenlet-raw-nofp",
+        "switch/greenlet-raw",
+        "raw switch vs the same without FP control (what the ABI's FP promise costs)",
+    ),
+    (
+        "instructions/switch/greenlet-raw-nofp",
+        "instructions/switch/greenlet-raw",
+        "the same, instructions",
+    ),
+    (
+        "switch/corosensei",
+        "switch/greenlet-raw-nofp",
+        "raw switch without FP control vs corosensei (which keeps no FP control)",
+    ),
+    (
         "instructions/switch/greenlet-raw",
         "instructions/switch/greenlet",
         "safe vs raw, instructions",
@@ -635,6 +650,7 @@ fn label(id: &str) -> String {
     match implementation(id) {
         "greenlet-raw" => "greenlet raw".into(),
         "greenlet-raw-mxcsr" => "greenlet raw, MXCSR differs".into(),
+        "greenlet-raw-nofp" => "greenlet raw, no FP control (not shipped)".into(),
         "greenlet" => "greenlet".into(),
         "greenlet-pooled" => "greenlet pooled".into(),
         "greenlet-fresh" => "greenlet fresh stack".into(),

@@ -51,6 +51,12 @@ pub const ALL: &[Workload] = &[
         callgrind: Some(200_000),
     },
     Workload {
+        id: "switch/greenlet-raw-nofp",
+        what: "the same ping-pong through a build of the same switch with its FP control lines left out (never shipped: shows what keeping MXCSR and the x87 control word costs)",
+        timed: switch_raw_without_fp_control,
+        callgrind: Some(200_000),
+    },
+    Workload {
         id: "switch/greenlet",
         what: "`Greenlet::switch::<(), ()>` ping-pong with a greenlet that loops `parent.switch(())?`",
         timed: switch_safe,
@@ -175,6 +181,12 @@ unsafe extern "C" fn echo(arg: usize, data: *mut u8) -> ! {
     unsafe { echo_loop(arg, data.cast()) }
 }
 
+/// [`echo`] through the switch built without FP control.
+unsafe extern "C" fn echo_without_fp_control(arg: usize, data: *mut u8) -> ! {
+    // SAFETY: as in `echo`.
+    unsafe { echo_loop_through::<false>(arg, data.cast()) }
+}
+
 /// The raw coroutine of the rounding-mode variant: set a rounding mode that
 /// main does not use, then echo like [`echo`].
 unsafe extern "C" fn echo_rounding_toward_zero(arg: usize, data: *mut u8) -> ! {
@@ -188,18 +200,74 @@ unsafe extern "C" fn echo_rounding_toward_zero(arg: usize, data: *mut u8) -> ! {
 /// `slots` is valid for the life of this context, and `slots.main` holds
 /// main's saved context whenever this context runs.
 #[inline(always)]
-unsafe fn echo_loop(mut word: usize, slots: *mut PingPong) -> ! {
+unsafe fn echo_loop(word: usize, slots: *mut PingPong) -> ! {
+    // SAFETY: the caller's contract.
+    unsafe { echo_loop_through::<true>(word, slots) }
+}
+
+/// [`echo_loop`], through the shipped switch (`FP`) or through the build
+/// without FP control.
+///
+/// # Safety
+///
+/// As for [`echo_loop`].
+#[inline(always)]
+unsafe fn echo_loop_through<const FP: bool>(mut word: usize, slots: *mut PingPong) -> ! {
     loop {
         // SAFETY: main saved itself in `slots.main` by the switch that
         // resumed us, and nobody else resumes it.
         let main = unsafe { (*slots).main.unwrap_unchecked() };
         // SAFETY: `main` was saved by main's switch and is resumed once; our
         // save slot lives as long as the ping-pong.
-        word = unsafe { raw::switch(word, main, &raw mut (*slots).coroutine) };
+        word = unsafe { switch_through::<FP>(word, main, &raw mut (*slots).coroutine) };
+    }
+}
+
+unsafe extern "C" {
+    /// `greenlet_switch` assembled without its FP control lines (see
+    /// `build.rs`); the same private convention, called only through
+    /// `greenlet::__switch_through!`.
+    fn greenlet_bench_nofp_switch();
+}
+
+/// [`raw::switch`] (`FP`), or the same `asm!` block calling the switch built
+/// without FP control.
+///
+/// # Safety
+///
+/// As for [`raw::switch`]; without `FP`, also that both contexts run with the
+/// same FP control state, which the raw workloads never change.
+#[inline(always)]
+unsafe fn switch_through<const FP: bool>(
+    arg: usize,
+    to: StackPointer,
+    save: *mut Option<StackPointer>,
+) -> usize {
+    if FP {
+        // SAFETY: the caller's contract.
+        unsafe { raw::switch(arg, to, save) }
+    } else {
+        // SAFETY: the same assembly and convention as `raw::switch` minus
+        // the FP control state, which neither side changes (the caller's
+        // contract); a save slot has the layout of a raw pointer.
+        unsafe {
+            greenlet::__switch_through!(
+                greenlet_bench_nofp_switch,
+                arg,
+                to.as_ptr(),
+                save.cast::<*mut u8>()
+            )
+        }
     }
 }
 
 fn raw_ping_pong(iterations: u64, entry: raw::Entry) -> Duration {
+    raw_ping_pong_through::<true>(iterations, entry)
+}
+
+/// [`raw_ping_pong`] through the shipped switch (`FP`) or the build without
+/// FP control (whose `entry` must switch through the same).
+fn raw_ping_pong_through<const FP: bool>(iterations: u64, entry: raw::Entry) -> Duration {
     let stack = Stack::new(64 * 1024).expect("a 64 KiB stack");
     let slots: *mut PingPong = Box::into_raw(Box::new(PingPong {
         main: None,
@@ -220,7 +288,9 @@ fn raw_ping_pong(iterations: u64, entry: raw::Entry) -> Duration {
         let to = unsafe { (*slots).coroutine.unwrap_unchecked() };
         // SAFETY: `to` is resumed once; `slots.main` stays valid while we are
         // suspended; nothing of ours is unwound meanwhile.
-        black_box(unsafe { raw::switch(black_box(i as usize), to, &raw mut (*slots).main) });
+        black_box(unsafe {
+            switch_through::<FP>(black_box(i as usize), to, &raw mut (*slots).main)
+        });
     }
     let elapsed = start.elapsed();
     assert_eq!(
@@ -239,6 +309,10 @@ fn raw_ping_pong(iterations: u64, entry: raw::Entry) -> Duration {
 
 fn switch_raw(iterations: u64) -> Duration {
     raw_ping_pong(iterations, echo)
+}
+
+fn switch_raw_without_fp_control(iterations: u64) -> Duration {
+    raw_ping_pong_through::<false>(iterations, echo_without_fp_control)
 }
 
 fn switch_raw_other_rounding(iterations: u64) -> Duration {

@@ -43,27 +43,24 @@ impl InitialFrame {
     }
 }
 
-/// Calls `greenlet_switch` with its private convention (see the `.S` file):
-/// x0 carries the word both ways; x20-x28, v8-v15 and every caller-saved
-/// register are declared clobbered, so the compiler saves the live ones.
-///
-/// # Safety
-///
-/// As for [`crate::raw::switch`].
-#[inline(always)]
-pub(crate) unsafe fn switch(arg: usize, to: *mut u8, save: *mut *mut u8) -> usize {
-    let word: usize;
-    // SAFETY: the callee keeps x19, x29, sp and FPCR, which the compiler may
-    // rely on; everything else it may change is declared here (`clobber_abi`
-    // covers x0-x18, x30 and all of v0-v31, so v8-v15 too). The caller
-    // upholds the switch contract.
-    unsafe {
+/// The `asm!` block that calls a switch with `greenlet_switch`'s private
+/// convention (see the `.S` file): x0 carries the word both ways; x20-x28,
+/// v8-v15 and every caller-saved register are declared clobbered, so the
+/// compiler saves the live ones. It must be expanded inside an `unsafe`
+/// block. Public only so that `greenlet-bench` can call a build of the same
+/// assembly with the floating-point control lines left out, to measure what
+/// they cost; not part of the API.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __switch_through {
+    ($switch:path, $arg:expr, $to:expr, $save:expr) => {{
+        let word: usize;
         core::arch::asm!(
             "bl {switch}",
-            switch = sym super::greenlet_switch,
-            inlateout("x0") arg => word,
-            inlateout("x1") to => _,
-            inlateout("x2") save => _,
+            switch = sym $switch,
+            inlateout("x0") $arg => word,
+            inlateout("x1") $to => _,
+            inlateout("x2") $save => _,
             lateout("x20") _,
             lateout("x21") _,
             lateout("x22") _,
@@ -75,6 +72,20 @@ pub(crate) unsafe fn switch(arg: usize, to: *mut u8, save: *mut *mut u8) -> usiz
             lateout("x28") _,
             clobber_abi("C"),
         );
-    }
-    word
+        word
+    }};
+}
+
+/// Calls `greenlet_switch` through [`__switch_through`](crate::__switch_through).
+///
+/// # Safety
+///
+/// As for [`crate::raw::switch`].
+#[inline(always)]
+pub(crate) unsafe fn switch(arg: usize, to: *mut u8, save: *mut *mut u8) -> usize {
+    // SAFETY: the callee keeps x19, x29, sp and FPCR, which the compiler may
+    // rely on; everything else it may change is declared in the block
+    // (`clobber_abi` covers x0-x18, x30 and all of v0-v31, so v8-v15 too).
+    // The caller upholds the switch contract.
+    unsafe { crate::__switch_through!(super::greenlet_switch, arg, to, save) }
 }

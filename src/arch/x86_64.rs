@@ -50,33 +50,44 @@ impl InitialFrame {
     }
 }
 
-/// Calls `greenlet_switch` with its private convention (see the `.S` file):
-/// rax carries the word both ways; r12-r15 and every caller-saved register
-/// are declared clobbered, so the compiler saves the live ones.
-///
-/// # Safety
-///
-/// As for [`crate::raw::switch`].
-#[inline(always)]
-pub(crate) unsafe fn switch(arg: usize, to: *mut u8, save: *mut *mut u8) -> usize {
-    let word: usize;
-    // SAFETY: the callee keeps rbx, rbp, rsp and the FP control state, which
-    // the compiler may rely on; everything else it may change is declared
-    // here. The stack is 16-byte aligned at the `call` (an `asm!` guarantee
-    // without `nostack`). The caller upholds the switch contract.
-    unsafe {
+/// The `asm!` block that calls a switch with `greenlet_switch`'s private
+/// convention (see the `.S` file): rax carries the word both ways; r12-r15
+/// and every caller-saved register are declared clobbered, so the compiler
+/// saves the live ones. It must be expanded inside an `unsafe` block. Public
+/// only so that `greenlet-bench` can call a build of the same assembly with
+/// the floating-point control lines left out, to measure what they cost; not
+/// part of the API.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __switch_through {
+    ($switch:path, $arg:expr, $to:expr, $save:expr) => {{
+        let word: usize;
         core::arch::asm!(
             "call {switch}",
-            switch = sym super::greenlet_switch,
-            inlateout("rax") arg => word,
-            inlateout("rsi") to => _,
-            inlateout("rdx") save => _,
+            switch = sym $switch,
+            inlateout("rax") $arg => word,
+            inlateout("rsi") $to => _,
+            inlateout("rdx") $save => _,
             lateout("r12") _,
             lateout("r13") _,
             lateout("r14") _,
             lateout("r15") _,
             clobber_abi("sysv64"),
         );
-    }
-    word
+        word
+    }};
+}
+
+/// Calls `greenlet_switch` through [`__switch_through`](crate::__switch_through).
+///
+/// # Safety
+///
+/// As for [`crate::raw::switch`].
+#[inline(always)]
+pub(crate) unsafe fn switch(arg: usize, to: *mut u8, save: *mut *mut u8) -> usize {
+    // SAFETY: the callee keeps rbx, rbp, rsp and the FP control state, which
+    // the compiler may rely on; everything else it may change is declared in
+    // the block. The stack is 16-byte aligned at the `call` (an `asm!`
+    // guarantee without `nostack`). The caller upholds the switch contract.
+    unsafe { crate::__switch_through!(super::greenlet_switch, arg, to, save) }
 }
