@@ -34,16 +34,16 @@
 #![allow(unsafe_code)]
 
 use crate::raw::{self, StackPointer};
+use crate::rt;
 use crate::sanitizer::Fiber;
 use crate::stack::{self, DEFAULT_STACK_SIZE, Stack, StackError};
+use alloc::boxed::Box;
+use alloc::rc::{self, Rc};
 use core::any::{Any, TypeId, type_name};
 use core::cell::Cell;
 use core::fmt;
 use core::mem::{ManuallyDrop, align_of, size_of};
 use core::ptr;
-use std::boxed::Box;
-use std::panic::{self, AssertUnwindSafe};
-use std::rc::Rc;
 
 // ---------------------------------------------------------------------------
 // Errors
@@ -150,7 +150,7 @@ impl fmt::Debug for SwitchError {
             SwitchError::Thrown(e) => {
                 if let Some(s) = e.downcast_ref::<&str>() {
                     write!(f, "Thrown({s:?})")
-                } else if let Some(s) = e.downcast_ref::<std::string::String>() {
+                } else if let Some(s) = e.downcast_ref::<alloc::string::String>() {
                     write!(f, "Thrown({s:?})")
                 } else {
                     f.write_str("Thrown(..)")
@@ -186,7 +186,7 @@ impl fmt::Display for SwitchError {
     }
 }
 
-impl std::error::Error for SwitchError {}
+impl core::error::Error for SwitchError {}
 
 /// A greenlet could not be created, or a parent could not be set.
 ///
@@ -237,8 +237,8 @@ impl fmt::Display for Error {
     }
 }
 
-impl std::error::Error for Error {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+impl core::error::Error for Error {
+    fn source(&self) -> Option<&(dyn core::error::Error + 'static)> {
         match self {
             Error::Stack(e) => Some(e),
             _ => None,
@@ -406,6 +406,10 @@ impl Inner {
 
 impl Drop for Inner {
     fn drop(&mut self) {
+        #[cfg(not(feature = "std"))]
+        if let Some(t) = try_thread_state() {
+            count_record(t, -1);
+        }
         // A handle's drop kills a suspended greenlet before the last reference
         // goes, so what remains here is unstarted or dead. Should a record
         // still be suspended, its stack is leaked rather than reused.
@@ -414,14 +418,14 @@ impl Drop for Inner {
             // must not outlive main, or it would keep the allocation. This
             // runs while the `Rc` still holds its own weak count, so
             // dropping ours here never frees the memory under us.
-            let _ = THREAD.try_with(|t| {
+            if let Some(t) = try_thread_state() {
                 let weak = t.main.get();
                 if ptr::eq(weak, self) {
                     t.main.set(ptr::null());
                     // SAFETY: `main` holds a weak count from `Weak::into_raw`.
-                    drop(unsafe { std::rc::Weak::from_raw(weak) });
+                    drop(unsafe { rc::Weak::from_raw(weak) });
                 }
-            });
+            }
         }
         match self.state.get() {
             State::Unstarted => self.kill_unstarted(),
@@ -470,10 +474,14 @@ struct ThreadState {
     /// a later thread-local destructor still drops greenlets whose parent
     /// it is. Null until main is first made.
     main: Cell<*const Inner>,
+    /// Records (`Inner`s) alive, main's included, so that [`Root::enter`]
+    /// can tell that none outlives it.
+    #[cfg(not(feature = "std"))]
+    records: Cell<usize>,
 }
 
-std::thread_local! {
-    static THREAD: ThreadState = const {
+impl ThreadState {
+    const fn new() -> ThreadState {
         ThreadState {
             current: Cell::new(ptr::null()),
             held: Cell::new(ptr::null()),
@@ -484,8 +492,15 @@ std::thread_local! {
             recycled: Cell::new(ptr::null()),
             recycled_len: Cell::new(0),
             main: Cell::new(ptr::null()),
+            #[cfg(not(feature = "std"))]
+            records: Cell::new(0),
         }
-    };
+    }
+}
+
+#[cfg(feature = "std")]
+std::thread_local! {
+    static THREAD: ThreadState = const { ThreadState::new() };
     static TRACER: Cell<Option<Tracer>> = const { Cell::new(None) };
     static TEARDOWN: Teardown = const { Teardown };
 }
@@ -493,26 +508,32 @@ std::thread_local! {
 /// Releases the main greenlet and frees the recycled records when the
 /// thread exits. Registered when main is first made, hence before any record
 /// is recycled.
+#[cfg(feature = "std")]
 struct Teardown;
 
+#[cfg(feature = "std")]
 impl Drop for Teardown {
     fn drop(&mut self) {
-        THREAD.with(|t| {
-            t.torn_down.set(true);
-            release_main_if_current(t);
-            loop {
-                let head = t.recycled.get();
-                if head.is_null() {
-                    break;
-                }
-                // SAFETY: a list entry owns its record's only reference
-                // (from `Rc::into_raw`); it is unlinked before it is dropped.
-                let record = unsafe { Rc::from_raw(head) };
-                t.recycled.set(record.next_free.get());
-                t.recycled_len.set(t.recycled_len.get() - 1);
-                drop(record);
-            }
-        });
+        THREAD.with(tear_down);
+    }
+}
+
+/// The end of a thread (or, without `std`, of [`Root::enter`]): main is
+/// released and the recycled records are freed; nothing is kept after.
+fn tear_down(t: &ThreadState) {
+    t.torn_down.set(true);
+    release_main_if_current(t);
+    loop {
+        let head = t.recycled.get();
+        if head.is_null() {
+            break;
+        }
+        // SAFETY: a list entry owns its record's only reference (from
+        // `Rc::into_raw`); it is unlinked before it is dropped.
+        let record = unsafe { Rc::from_raw(head) };
+        t.recycled.set(record.next_free.get());
+        t.recycled_len.set(t.recycled_len.get() - 1);
+        drop(record);
     }
 }
 
@@ -533,6 +554,7 @@ fn release_main_if_current(t: &ThreadState) {
 /// This thread's state. The accessor is tiny so that it always inlines into
 /// a direct thread-local access (a `THREAD.with` around a large closure can
 /// stay out of line and reach the thread-local through an indirect call).
+#[cfg(feature = "std")]
 #[inline(always)]
 fn thread_state() -> &'static ThreadState {
     let state: *const ThreadState = THREAD.with(|t| t as *const ThreadState);
@@ -541,6 +563,185 @@ fn thread_state() -> &'static ThreadState {
     // every use: the reference never leaves the thread (`ThreadState` is not
     // `Sync`, so `&ThreadState` is not `Send`).
     unsafe { &*state }
+}
+
+/// This thread's state, unless the thread-local is already destroyed.
+#[cfg(feature = "std")]
+fn try_thread_state() -> Option<&'static ThreadState> {
+    let state = THREAD.try_with(|t| t as *const ThreadState).ok()?;
+    // SAFETY: as in `thread_state`.
+    Some(unsafe { &*state })
+}
+
+/// Runs `f` on this thread's tracer slot, unless it is already destroyed.
+#[cfg(feature = "std")]
+fn with_tracer_slot<R>(f: impl FnOnce(&Cell<Option<Tracer>>) -> R) -> Option<R> {
+    TRACER.try_with(f).ok()
+}
+
+/// The state of one thread of greenlets, for builds without `std`, where
+/// there is no thread-local to keep it in: [`Root::enter`] makes the code it
+/// runs the main greenlet of this root, and every greenlet created inside
+/// belongs to it.
+///
+/// One root is entered at a time, process-wide: the root's address is kept
+/// in one global slot while [`Root::enter`] runs (bare metal has no portable
+/// way to tell cores or threads apart). A `Root` is neither `Send` nor
+/// `Sync`.
+///
+/// # Examples
+///
+/// A bare-metal program (the crate built without its `std` feature):
+///
+/// ```ignore
+/// use greenlet::{Builder, Root, stack::Stack};
+///
+/// static mut STACK: [core::mem::MaybeUninit<u8>; 64 * 1024] = [core::mem::MaybeUninit::uninit(); 64 * 1024];
+///
+/// let root = Root::new();
+/// // SAFETY: one core, no interrupt handler uses greenlets, and every
+/// // greenlet is dropped before `enter` returns.
+/// let sum = unsafe {
+///     root.enter(|| {
+///         // SAFETY: the body's stack use is far below 64 KiB.
+///         let stack = Stack::from_static(&mut *core::ptr::addr_of_mut!(STACK)).unwrap();
+///         let g = Builder::new().stack(stack).spawn(|x: u32| Ok(x + 1)).unwrap();
+///         g.switch::<u32, u32>(41).unwrap()
+///     })
+/// };
+/// assert_eq!(sum, 42);
+/// ```
+///
+/// (Not run as a doctest: doctests build with `std`. `tests/no_std_root.rs`
+/// and the `nostd-root` step of `ci/test` run the same on the host.)
+#[cfg(not(feature = "std"))]
+pub struct Root {
+    state: ThreadState,
+    tracer: Cell<Option<Tracer>>,
+}
+
+/// The root [`Root::enter`] runs under, or null.
+#[cfg(not(feature = "std"))]
+static ROOT: core::sync::atomic::AtomicPtr<Root> =
+    core::sync::atomic::AtomicPtr::new(ptr::null_mut());
+
+#[cfg(not(feature = "std"))]
+impl Root {
+    /// A root with no greenlet yet.
+    pub const fn new() -> Root {
+        Root {
+            state: ThreadState::new(),
+            tracer: Cell::new(None),
+        }
+    }
+
+    /// Runs `f` as the main greenlet of this root and returns what it
+    /// returns. Inside `f` the whole safe API works as on a `std` thread:
+    /// [`getcurrent`] is `f`'s context, new greenlets' default parent.
+    /// When `f` returns, this root's main greenlet is released and its
+    /// recycled records are freed, as at the end of a thread.
+    ///
+    /// # Safety
+    ///
+    /// - While `f` runs, no other thread, core or interrupt handler may call
+    ///   into this crate's safe API: the root is found through one global
+    ///   slot.
+    /// - Every greenlet handle made inside `f` (and every [`getcurrent`]) is
+    ///   dropped before `f` returns: a greenlet must not outlive its root.
+    ///   `enter` counts the records still alive when `f` returns and panics
+    ///   if there are any, naming how many, but cannot undo the escape.
+    ///
+    /// # Panics
+    ///
+    /// If a root is already entered (roots do not nest), or if greenlets
+    /// outlive `f` (see above).
+    pub unsafe fn enter<R>(&self, f: impl FnOnce() -> R) -> R {
+        use core::sync::atomic::Ordering;
+        let me = ptr::from_ref(self).cast_mut();
+        if ROOT
+            .compare_exchange(ptr::null_mut(), me, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            panic!("greenlet: a Root is already entered; roots do not nest, one runs at a time");
+        }
+        self.state.torn_down.set(false);
+        let out = f();
+        tear_down(&self.state);
+        let alive = self.state.records.get();
+        ROOT.store(ptr::null_mut(), Ordering::Release);
+        if alive != 0 {
+            panic!(
+                "greenlet: {alive} greenlet record(s) outlived Root::enter; drop every greenlet \
+                 handle before the closure given to enter returns"
+            );
+        }
+        out
+    }
+}
+
+#[cfg(not(feature = "std"))]
+impl Default for Root {
+    fn default() -> Root {
+        Root::new()
+    }
+}
+
+#[cfg(not(feature = "std"))]
+impl Drop for Root {
+    fn drop(&mut self) {
+        // The tracer may hold greenlet handles; `enter` has ended, so they
+        // can only be dead or unstarted ones, whose drop needs no root.
+        drop(self.tracer.take());
+    }
+}
+
+/// The entered root, if any.
+#[cfg(not(feature = "std"))]
+#[inline(always)]
+fn try_root() -> Option<&'static Root> {
+    let root = ROOT.load(core::sync::atomic::Ordering::Relaxed);
+    // SAFETY: the slot holds a root only while `Root::enter` borrows it, and
+    // by `enter`'s contract only the entered context (and the greenlets it
+    // runs, before `enter` returns) reads it.
+    (!root.is_null()).then(|| unsafe { &*root })
+}
+
+#[cfg(not(feature = "std"))]
+#[cold]
+fn no_root() -> ! {
+    panic!(
+        "greenlet: no Root is entered; without std, use greenlets inside Root::enter, which \
+         stands in for the thread-local state of a std thread"
+    )
+}
+
+/// The entered root's state.
+#[cfg(not(feature = "std"))]
+#[inline(always)]
+fn thread_state() -> &'static ThreadState {
+    match try_root() {
+        Some(root) => &root.state,
+        None => no_root(),
+    }
+}
+
+/// The entered root's state, if a root is entered.
+#[cfg(not(feature = "std"))]
+fn try_thread_state() -> Option<&'static ThreadState> {
+    try_root().map(|root| &root.state)
+}
+
+/// Runs `f` on the entered root's tracer slot.
+#[cfg(not(feature = "std"))]
+fn with_tracer_slot<R>(f: impl FnOnce(&Cell<Option<Tracer>>) -> R) -> Option<R> {
+    try_root().map(|root| f(&root.tracer))
+}
+
+/// Counts a record made (`Root::enter` checks that none outlives it).
+#[inline(always)]
+fn count_record(_t: &ThreadState, _delta: isize) {
+    #[cfg(not(feature = "std"))]
+    _t.records.set(_t.records.get().wrapping_add_signed(_delta));
 }
 
 /// The running greenlet, creating this thread's main greenlet on first use.
@@ -561,7 +762,7 @@ fn make_main(t: &ThreadState) -> *const Inner {
     if !weak.is_null() {
         // SAFETY: `main` holds a weak count from `Weak::into_raw`, which stays
         // with the thread state (hence `ManuallyDrop`).
-        let weak = ManuallyDrop::new(unsafe { std::rc::Weak::from_raw(weak) });
+        let weak = ManuallyDrop::new(unsafe { rc::Weak::from_raw(weak) });
         if let Some(main) = weak.upgrade() {
             // Revive the main greenlet released at teardown: it is running
             // again, as the thread's remaining destructors run on its stack.
@@ -575,6 +776,7 @@ fn make_main(t: &ThreadState) -> *const Inner {
         drop(ManuallyDrop::into_inner(weak));
         t.main.set(ptr::null());
     }
+    count_record(t, 1);
     let main = Rc::new(Inner {
         id: 0,
         state: Cell::new(State::Running),
@@ -591,19 +793,22 @@ fn make_main(t: &ThreadState) -> *const Inner {
         body: Cell::new(None),
         next_free: Cell::new(ptr::null()),
     });
-    t.main.set(std::rc::Weak::into_raw(Rc::downgrade(&main)));
+    t.main.set(rc::Weak::into_raw(Rc::downgrade(&main)));
     let raw = Rc::into_raw(main);
     t.current.set(raw);
     // Nothing else holds main yet: the thread state keeps it while it runs,
     // and lets it go (making it exit if no handle appeared) when it switches
     // away, as it would any running greenlet whose last handle was dropped.
     t.held.set(raw);
-    if !t.torn_down.get() {
-        // Registers the destructor that releases main at thread exit. If the
-        // thread is already tearing down, `Greenlet::drop` releases it.
-        let _ = TEARDOWN.try_with(|_| ());
+    #[cfg(feature = "std")]
+    {
+        if !t.torn_down.get() {
+            // Registers the destructor that releases main at thread exit. If
+            // the thread is already tearing down, `Greenlet::drop` releases it.
+            let _ = TEARDOWN.try_with(|_| ());
+        }
+        crate::overflow::ensure_installed();
     }
-    crate::overflow::ensure_installed();
     raw
 }
 
@@ -616,6 +821,7 @@ fn next_id(t: &ThreadState) -> u64 {
 /// Geometry of the running greenlet's guard, for the overflow handler:
 /// `(guard_start, guard_end, usable_len, id)`. Async-signal-safe: one TLS
 /// read and plain field reads, no allocation, no lock.
+#[cfg(feature = "std")]
 pub(crate) fn running_guard() -> Option<(usize, usize, usize, u64)> {
     THREAD
         .try_with(|t| {
@@ -969,7 +1175,7 @@ unsafe fn call_tracer(
             },
         )
     };
-    let result = panic::catch_unwind(AssertUnwindSafe(|| tracer(event, &o, &t)));
+    let result = rt::catch(|| tracer(event, &o, &t));
     drop(tracer);
     // Neither handle is the last one: the caller holds both records.
     drop(o);
@@ -1107,7 +1313,7 @@ unsafe fn receive_other<R: 'static>(word: *mut u8) -> Result<R, SwitchError> {
     match received {
         Ok(value) => Ok(value),
         Err(Ok(error)) => Err(error),
-        Err(Err(panic)) => panic::resume_unwind(panic),
+        Err(Err(panic)) => rt::resume_unwind(panic),
     }
 }
 
@@ -1207,7 +1413,9 @@ impl Greenlet {
     /// # Panics
     ///
     /// If the stack cannot be made (out of memory or mappings). Use
-    /// [`Builder::spawn`] to get that as an `Err` instead.
+    /// [`Builder::spawn`] to get that as an `Err` instead. Without `std`
+    /// there is no stack to take, so this always panics: give one with
+    /// `Builder::stack`.
     ///
     /// # Examples
     ///
@@ -1282,7 +1490,7 @@ impl Greenlet {
     /// ```
     #[inline(always)]
     pub fn switch<T: 'static, R: 'static>(&self, value: T) -> Result<R, SwitchError> {
-        if std::thread::panicking() {
+        if rt::panicking() {
             return Err(SwitchError::Panicking);
         }
         {
@@ -1352,7 +1560,7 @@ impl Greenlet {
     /// # Ok::<(), SwitchError>(())
     /// ```
     pub fn throw<E: 'static, R: 'static>(&self, error: E) -> Result<R, SwitchError> {
-        if std::thread::panicking() {
+        if rt::panicking() {
             return Err(SwitchError::Panicking);
         }
         {
@@ -1605,6 +1813,7 @@ impl Greenlet {
     /// assert!(g.is_dead() && g.backtrace().is_none());
     /// # Ok::<(), greenlet::SwitchError>(())
     /// ```
+    #[cfg(feature = "std")]
     pub fn backtrace(&self) -> Option<std::backtrace::Backtrace> {
         if self.is_current() {
             return Some(std::backtrace::Backtrace::force_capture());
@@ -1707,7 +1916,7 @@ fn switch_mismatch<T: 'static, R: 'static>(
 /// ```
 #[derive(Clone)]
 pub struct WeakGreenlet {
-    inner: std::rc::Weak<Inner>,
+    inner: rc::Weak<Inner>,
 }
 
 impl WeakGreenlet {
@@ -1779,7 +1988,7 @@ impl Drop for Greenlet {
             return;
         }
         if self.inner.state.get() == State::Suspended {
-            if std::thread::panicking() {
+            if rt::panicking() {
                 leak_suspended(&self.inner);
             } else {
                 kill_suspended(&self.inner);
@@ -1800,11 +2009,11 @@ impl Drop for Greenlet {
 /// pinned), so the stack is leaked, not pooled; its destructors do not run.
 #[cold]
 fn leak_suspended(inner: &Inner) {
-    std::eprintln!(
+    rt::warn(format_args!(
         "greenlet #{}: last handle dropped while suspended during a panic; it cannot be asked \
          to exit while the thread unwinds, so its stack is leaked and its destructors will not run",
         inner.id
-    );
+    ));
     core::mem::forget(inner.stack.take());
     inner.saved.set(None);
     inner.state.set(State::Dead);
@@ -1863,7 +2072,8 @@ fn take_recycled(t: &ThreadState) -> Option<Rc<Inner>> {
 /// panic hook) and the greenlet is dead: a drop does not panic.
 #[cold]
 fn kill_suspended(inner: &Rc<Inner>) {
-    THREAD.with(|thread| {
+    {
+        let thread = thread_state();
         let current = current_in(thread);
         // SAFETY: `current` is live (owned by the thread state).
         let killer = unsafe {
@@ -1894,8 +2104,7 @@ fn kill_suspended(inner: &Rc<Inner>) {
             };
             // SAFETY: `word` came back from the switch. A panic in the
             // greenlet's cleanup arrives here as a panic: caught, reported.
-            let received =
-                panic::catch_unwind(AssertUnwindSafe(|| unsafe { receive::<Discard>(word) }));
+            let received = rt::catch(|| unsafe { receive::<Discard>(word) });
             if let Err(payload) = received {
                 report_cleanup_panic(inner.id, &payload);
             }
@@ -1904,22 +2113,14 @@ fn kill_suspended(inner: &Rc<Inner>) {
         if thread.torn_down.get() {
             release_main_if_current(thread);
         }
-    });
+    }
 }
 
-fn report_cleanup_panic(id: u64, payload: &Box<dyn Any + Send>) {
-    let message = payload
-        .downcast_ref::<&str>()
-        .copied()
-        .or_else(|| {
-            payload
-                .downcast_ref::<std::string::String>()
-                .map(|s| s.as_str())
-        })
-        .unwrap_or("<non-string payload>");
-    std::eprintln!(
-        "greenlet #{id} panicked while exiting after its last handle was dropped: {message}"
-    );
+fn report_cleanup_panic(id: u64, payload: &rt::PanicPayload) {
+    rt::warn(format_args!(
+        "greenlet #{id} panicked while exiting after its last handle was dropped: {}",
+        rt::payload_message(&**payload)
+    ));
 }
 
 /// The running greenlet.
@@ -2024,8 +2225,8 @@ pub fn main_greenlet() -> Greenlet {
 /// # Ok::<(), greenlet::SwitchError>(())
 /// ```
 pub fn settrace(tracer: Option<Tracer>) -> Option<Tracer> {
-    THREAD.with(|t| t.tracing.set(tracer.is_some()));
-    TRACER.with(|slot| slot.replace(tracer))
+    thread_state().tracing.set(tracer.is_some());
+    with_tracer_slot(|slot| slot.replace(tracer)).flatten()
 }
 
 /// This thread's tracer, if one is set.
@@ -2036,15 +2237,13 @@ pub fn settrace(tracer: Option<Tracer>) -> Option<Tracer> {
 /// assert!(greenlet::gettrace().is_none());
 /// ```
 pub fn gettrace() -> Option<Tracer> {
-    TRACER
-        .try_with(|slot| {
-            let t = slot.take();
-            let out = t.clone();
-            slot.set(t);
-            out
-        })
-        .ok()
-        .flatten()
+    with_tracer_slot(|slot| {
+        let t = slot.take();
+        let out = t.clone();
+        slot.set(t);
+        out
+    })
+    .flatten()
 }
 
 /// A trace callback: `(event, origin, target)`.
@@ -2081,6 +2280,9 @@ pub type Tracer = Rc<dyn Fn(Event, &Greenlet, &Greenlet)>;
 pub struct Builder {
     stack_size: Option<usize>,
     parent: Option<Greenlet>,
+    /// The caller's stack (without `std`, the only source of one).
+    #[cfg(not(feature = "std"))]
+    stack: Option<Stack>,
 }
 
 impl Builder {
@@ -2130,6 +2332,30 @@ impl Builder {
         self
     }
 
+    /// The stack the greenlet runs on, made by the caller: without `std`
+    /// there is no pool, so every greenlet needs one (see
+    /// [`Stack::alloc`](crate::stack::Stack::alloc) and
+    /// [`Stack::from_static`](crate::stack::Stack::from_static)). The stack
+    /// size setting does not apply to it.
+    ///
+    /// # Examples
+    ///
+    /// See [`Root`].
+    #[cfg(not(feature = "std"))]
+    pub fn stack(mut self, stack: Stack) -> Builder {
+        self.stack = Some(stack);
+        self
+    }
+
+    /// The builder's stack if one was given, else one from the pool.
+    fn take_stack(&mut self) -> Result<Stack, StackError> {
+        #[cfg(not(feature = "std"))]
+        if let Some(stack) = self.stack.take() {
+            return Ok(stack);
+        }
+        stack::take(self.stack_size.unwrap_or(DEFAULT_STACK_SIZE))
+    }
+
     /// Creates the greenlet (unstarted).
     ///
     /// # Errors
@@ -2160,13 +2386,13 @@ impl Builder {
         self.spawn_inline(body)
     }
 
-    fn spawn_inline<A, O, F>(self, body: F) -> Result<Greenlet, Error>
+    fn spawn_inline<A, O, F>(mut self, body: F) -> Result<Greenlet, Error>
     where
         A: 'static,
         O: 'static,
         F: FnOnce(A) -> Result<O, SwitchError> + 'static,
     {
-        let stack = stack::take(self.stack_size.unwrap_or(DEFAULT_STACK_SIZE))?;
+        let stack = self.take_stack()?;
         crate::sanitizer::unpoison_stack(stack.bottom(), stack.len());
         let parent = match self.parent {
             Some(p) => p,
@@ -2225,22 +2451,25 @@ impl Builder {
                 r.body.set(Some(body));
                 rc
             }
-            None => Rc::new(Inner {
-                id,
-                state: Cell::new(State::Unstarted),
-                parent: Cell::new(Some(parent)),
-                saved: Cell::new(Some(sp)),
-                expects: Cell::new(TypeKey::of::<A>()),
-                stack_top: top,
-                stack_len,
-                guard_start: guard.start,
-                guard_end: guard.end,
-                fiber: Fiber::new(guard.end, top - guard.end),
-                low_water: Cell::new(top),
-                stack: Cell::new(Some(stack)),
-                body: Cell::new(Some(body)),
-                next_free: Cell::new(ptr::null()),
-            }),
+            None => {
+                count_record(t, 1);
+                Rc::new(Inner {
+                    id,
+                    state: Cell::new(State::Unstarted),
+                    parent: Cell::new(Some(parent)),
+                    saved: Cell::new(Some(sp)),
+                    expects: Cell::new(TypeKey::of::<A>()),
+                    stack_top: top,
+                    stack_len,
+                    guard_start: guard.start,
+                    guard_end: guard.end,
+                    fiber: Fiber::new(guard.end, top - guard.end),
+                    low_water: Cell::new(top),
+                    stack: Cell::new(Some(stack)),
+                    body: Cell::new(Some(body)),
+                    next_free: Cell::new(ptr::null()),
+                })
+            }
         };
         Ok(Greenlet { inner })
     }
@@ -2291,21 +2520,24 @@ where
     // SAFETY: the body was written by `spawn` and is read exactly once, here
     // (`body` was cleared above, so nobody drops it in place).
     let body = unsafe { ptr::read(body_at.cast::<F>()) };
-    let outcome = panic::catch_unwind(AssertUnwindSafe(move || {
+    let outcome = rt::catch(move || {
         // SAFETY: `word` is what started us; an unstarted greenlet only ever
         // receives a value of its argument type.
         match unsafe { receive::<A>(word) } {
             Ok(a) => body(a),
             Err(e) => Err(e),
         }
-    }));
+    });
     finish::<O>(outcome, body_at as usize)
 }
 
 /// Ends the running greenlet: marks it dead and hands its outcome to its
 /// nearest live ancestor, for good. Holds nothing that needs dropping when
 /// the last switch is made, since this frame is never resumed.
-fn finish<O: 'static>(outcome: std::thread::Result<Result<O, SwitchError>>, body_at: usize) -> ! {
+fn finish<O: 'static>(
+    outcome: Result<Result<O, SwitchError>, rt::PanicPayload>,
+    body_at: usize,
+) -> ! {
     let thread = thread_state();
     {
         let current = current_in(thread);
@@ -2396,13 +2628,13 @@ fn finish<O: 'static>(outcome: std::thread::Result<Result<O, SwitchError>>, body
 /// in the target.
 #[cold]
 fn trace_self(event: Event) {
-    if THREAD.with(|thread| thread.tracing.get())
+    if thread_state().tracing.get()
         && let Some(tracer) = gettrace()
     {
         let me = getcurrent();
-        if let Err(payload) = panic::catch_unwind(AssertUnwindSafe(|| tracer(event, &me, &me))) {
+        if let Err(payload) = rt::catch(|| tracer(event, &me, &me)) {
             settrace(None);
-            panic::resume_unwind(payload);
+            rt::resume_unwind(payload);
         }
     }
 }

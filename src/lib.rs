@@ -66,14 +66,34 @@
 //!
 //! - [`raw`]: the unsafe switch and stack initialisation, usable without
 //!   `std` on bare metal with caller-supplied stacks;
-//! - [`stack`]: guarded, lazily committed, pooled mmap stacks (`std`);
-//! - the safe API at the crate root (`std`).
+//! - [`stack`]: guarded, lazily committed, pooled mmap stacks (`std`), or
+//!   caller-supplied memory (without `std`);
+//! - the safe API at the crate root.
+//!
+//! # Without `std`
+//!
+//! Built with `default-features = false` the crate is `#![no_std]` (it needs
+//! `alloc`) and builds for `x86_64-unknown-none` and `aarch64-unknown-none`.
+//! The safe API is the same, with three differences:
+//!
+//! - there is no thread-local: `Root::enter` (a type that exists only in
+//!   this build) runs a closure as the main greenlet of an explicit root,
+//!   and every greenlet lives and dies inside it;
+//! - there is no stack pool and no guard page: each greenlet gets a stack
+//!   the caller made (`Stack::alloc` from the global allocator, or
+//!   `Stack::from_static`; both `unsafe`, since nothing catches an overflow)
+//!   through `Builder::stack`;
+//! - panics are not caught: a panic that escapes a body aborts instead of
+//!   reaching the parent, and the overflow reporter and
+//!   [`Greenlet::backtrace`] are absent.
+//!
+//! `tests/no_std` tests this build on the host, on both architectures.
 //!
 //! # Features
 //!
 //! - `std` (default): mmap stacks, the per-thread pool, the thread-local
 //!   current greenlet, panics carried to the parent, the stack-overflow
-//!   reporter. Without it the crate is `#![no_std]` and offers [`raw`].
+//!   reporter, backtraces of suspended greenlets.
 //! - `asan`: AddressSanitizer fiber annotations at every switch (build with
 //!   `RUSTFLAGS=-Zsanitizer=address` on nightly).
 //! - `valgrind`: registers greenlet stacks with valgrind so memcheck follows
@@ -92,16 +112,16 @@ mod arch;
 pub mod raw;
 pub mod stack;
 
-#[cfg(feature = "std")]
 mod greenlet;
 #[cfg(feature = "std")]
 mod overflow;
 #[cfg(feature = "std")]
 mod probe;
-#[cfg(feature = "std")]
+mod rt;
 mod sanitizer;
 
-#[cfg(feature = "std")]
+#[cfg(not(feature = "std"))]
+pub use greenlet::Root;
 pub use greenlet::{
     Builder, Error, Event, Greenlet, GreenletExit, SwitchError, Tracer, WeakGreenlet, current_id,
     getcurrent, gettrace, main_greenlet, parent, settrace,

@@ -133,6 +133,7 @@ pub unsafe fn init_stack(top: *mut u8, entry: Entry, data: *mut u8) -> StackPoin
 /// - the free part of its stack below `under` is at least as large as the
 ///   probe needs, and writable;
 /// - `entry` upholds the contract of [`Entry`].
+#[cfg(feature = "std")]
 pub(crate) unsafe fn init_probe(under: StackPointer, entry: Entry, data: *mut u8) -> StackPointer {
     // Saved frames are 16-byte aligned, so the probe's frame ends exactly at
     // `under`, which is what the probe trampoline's CFI relies on.

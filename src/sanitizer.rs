@@ -120,6 +120,7 @@ mod imp {
             Fiber
         }
 
+        #[cfg(feature = "std")]
         #[inline(always)]
         pub(crate) fn same_stack(&self) -> Fiber {
             Fiber
@@ -155,7 +156,7 @@ mod valgrind {
     }
 }
 
-#[cfg(not(feature = "valgrind"))]
+#[cfg(all(feature = "std", not(feature = "valgrind")))]
 mod valgrind {
     #[inline(always)]
     pub(crate) fn register_stack(_start: usize, _end: usize) -> u32 {
@@ -166,4 +167,5 @@ mod valgrind {
     pub(crate) fn deregister_stack(_id: u32) {}
 }
 
+#[cfg(feature = "std")]
 pub(crate) use valgrind::{deregister_stack, register_stack};

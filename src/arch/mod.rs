@@ -47,6 +47,7 @@ unsafe extern "C" {
     /// Never called directly: the return address of a probe's initial frame,
     /// placed right under a suspended context's frame. Its CFI continues the
     /// unwind chain into that context.
+    #[cfg(feature = "std")]
     pub(crate) fn greenlet_probe_trampoline();
 }
 
