@@ -50,7 +50,7 @@ use crate::wait::{Entry, State, WaitList, Waiter, WaiterRef, Waits, Wake};
 use greenlet::{Greenlet, GreenletExit, SwitchError};
 use std::any::{Any, TypeId};
 use std::cell::{Cell, OnceCell, RefCell};
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::fmt;
 use std::panic::{self, AssertUnwindSafe};
 use std::rc::Rc;
@@ -379,10 +379,17 @@ pub fn stats() -> Stats {
 pub(crate) struct Hub {
     greenlet: Greenlet,
     main: Rc<Waiter>,
-    ready: RefCell<VecDeque<Ready>>,
+    /// What became ready since the current batch began, in order. The loop
+    /// swaps it with its (empty) batch buffer at the start of each batch,
+    /// so that pushing is a plain `Vec` push and running a batch is a walk
+    /// over a local buffer.
+    ready: RefCell<Vec<Ready>>,
+    /// Entries of the current batch not yet run (for [`Stats::ready`]).
+    batch_left: Cell<usize>,
     pub(crate) timers: RefCell<Timers>,
-    /// The waiter the hub resumed last (the running greenlet, usually).
-    running: RefCell<Option<WaiterRef>>,
+    /// The waiter the hub resumed last (the running greenlet, usually): the
+    /// record the hub's ready entry held, moved here for the switch.
+    running: Cell<Option<WaiterRef>>,
     /// The greenlet id of `running` (`u64::MAX` for none), so that finding
     /// the current waiter compares ids without reaching into the record.
     running_id: Cell<u64>,
@@ -496,9 +503,10 @@ impl Hub {
         let hub = Rc::new(Hub {
             greenlet,
             main: Rc::new(Waiter::new(Some(main), State::Active)),
-            ready: RefCell::new(VecDeque::new()),
+            ready: RefCell::new(Vec::new()),
+            batch_left: Cell::new(0),
             timers: RefCell::new(Timers::default()),
-            running: RefCell::new(None),
+            running: Cell::new(None),
             running_id: Cell::new(u64::MAX),
             others: RefCell::new(HashMap::new()),
             tasks: RefCell::new(Slab::default()),
@@ -539,7 +547,7 @@ impl Hub {
     fn stats(&self) -> Stats {
         Stats {
             tasks: self.tasks.borrow().len,
-            ready: self.ready.borrow().len(),
+            ready: self.ready.borrow().len() + self.batch_left.get(),
             timers: self.timers.borrow().len(),
             remote_targets: self.remote_targets.borrow().len(),
             io_sources: self.io.borrow().len(),
@@ -624,16 +632,24 @@ impl Hub {
     #[inline(always)]
     pub(crate) fn schedule(&self, e: Entry, reason: Wake) -> bool {
         if e.who.try_wake(e.generation, reason) {
-            self.ready.borrow_mut().push_back(Ready::Resume(e));
+            self.ready.borrow_mut().push(Ready::Resume(e));
             true
         } else {
             false
         }
     }
 
+    /// Queues the entry of a wait that was just woken (`Scheduled`) by its
+    /// own greenlet.
+    #[inline(always)]
+    pub(crate) fn push_ready(&self, e: Entry) {
+        debug_assert!(e.who.state() == State::Scheduled && e.who.generation() == e.generation);
+        self.ready.borrow_mut().push(Ready::Resume(e));
+    }
+
     /// Runs `f` in the hub soon (after the greenlets already ready).
     pub(crate) fn call_soon(&self, f: Box<dyn FnOnce()>) {
-        self.ready.borrow_mut().push_back(Ready::Call(Box::new(f)));
+        self.ready.borrow_mut().push(Ready::Call(Box::new(f)));
     }
 
     /// Notifies the first live entry of `list`; false if there is none.
@@ -685,13 +701,15 @@ impl Hub {
     }
 
     /// The waiter of the running greenlet.
-    #[inline]
+    #[inline(always)]
     fn me(&self) -> Result<WaiterRef, Error> {
         let id = greenlet::current_id();
         if self.running_id.get() == id
-            && let Some(w) = &*self.running.borrow()
+            && let Some(w) = self.running.take()
         {
-            return Ok(w.clone());
+            let me = w.clone();
+            self.running.set(Some(w));
+            return Ok(me);
         }
         if self.main.greenlet_id() == id {
             return Ok(self.main.clone());
@@ -885,18 +903,38 @@ impl Hub {
         result
     }
 
-    /// Lets every other ready greenlet run once (`sleep(ZERO)`).
+    /// Lets every other ready greenlet run once (`sleep(ZERO)`): the waiter
+    /// queues itself, already woken, at the back of the ready queue and
+    /// switches to the hub, which resumes it after the greenlets ready
+    /// before it (and the timers and I/O looked at between batches).
     #[inline(always)]
     fn yield_now(&self) -> Result<(), Error> {
         let me = self.me()?;
-        let generation = self.begin_wait(&me, "sleep")?;
-        // Just begun: the wake cannot fail.
-        me.try_wake(generation, Wake::Notify);
-        self.ready
-            .borrow_mut()
-            .push_back(Ready::Resume(Entry::new(me.clone(), generation)));
-        let result = self.park_waiter(&me, generation, None);
-        self.forget_if_idle(&me);
+        if self.stopping.get() || me.has_pending() || self.greenlet.is_dead() {
+            self.raise_pending(&me)?;
+        }
+        let generation = me.begin_scheduled("sleep", Wake::Notify);
+        self.push_ready(Entry::new(me.clone(), generation));
+        let switched = self.greenlet.switch::<(), Wake>(());
+        if let Ok(Wake::Notify | Wake::Start) = switched {
+            me.invalidate(State::Active);
+            self.forget_if_idle(&me);
+            return Ok(());
+        }
+        self.yield_interrupted(&me, generation, switched)
+    }
+
+    /// The end of a `sleep(ZERO)` that was not resumed by its own entry.
+    #[cold]
+    #[inline(never)]
+    fn yield_interrupted(
+        &self,
+        me: &WaiterRef,
+        generation: u64,
+        switched: Result<Wake, SwitchError>,
+    ) -> Result<(), Error> {
+        let result = self.park_interrupted(me, generation, None, switched);
+        self.forget_if_idle(me);
         result.map_err(|i| i.error)
     }
 
@@ -904,28 +942,52 @@ impl Hub {
 
     /// The hub greenlet's body.
     fn run(&self) {
+        // The batch being run: what was ready when it began, in order. What
+        // becomes ready meanwhile goes to `self.ready`, for the next batch.
+        let mut batch: Vec<Ready> = Vec::new();
         while !self.stopping.get() {
-            let batch = self.ready.borrow().len();
-            for _ in 0..batch {
-                let next = self.ready.borrow_mut().pop_front();
-                let exit = match next {
-                    None => break,
-                    Some(Ready::Resume(e)) => self.resume(e),
-                    Some(Ready::Call(f)) => {
+            std::mem::swap(&mut batch, &mut *self.ready.borrow_mut());
+            // Run from the back: popping a `Vec` is the cheapest way to take
+            // its entries out one by one and keep its buffer.
+            batch.reverse();
+            self.batch_left.set(batch.len());
+            let mut exit = false;
+            while let Some(next) = batch.pop() {
+                self.batch_left.set(batch.len());
+                exit = match next {
+                    Ready::Resume(e) => self.resume(e),
+                    Ready::Call(f) => {
                         self.call(*f);
                         false
                     }
                 };
                 if exit {
-                    self.stopping.set(true);
                     break;
                 }
             }
-            if !self.stopping.get() {
-                self.turn();
+            if exit {
+                self.stopping.set(true);
+                self.requeue_front(&mut batch);
+                break;
             }
+            if self.stopping.get() {
+                break;
+            }
+            self.turn();
         }
+        drop(batch);
         self.teardown();
+    }
+
+    /// Puts the rest of an interrupted batch (reversed) back in front of
+    /// the ready queue, for teardown to drop with the rest.
+    #[cold]
+    fn requeue_front(&self, rest: &mut Vec<Ready>) {
+        self.batch_left.set(0);
+        rest.reverse();
+        let mut ready = self.ready.borrow_mut();
+        let later = std::mem::replace(&mut *ready, std::mem::take(rest));
+        ready.extend(later);
     }
 
     /// Makes `w` (with greenlet id `id`) the running waiter; returns the
@@ -966,8 +1028,7 @@ impl Hub {
         // Only the loop resumes, and nothing runs between its resumes: no
         // waiter is running here, so there is nothing to put back after.
         self.running_id.set(w.greenlet_id());
-        let idle = self.running.replace(Some(e.who.clone()));
-        debug_assert!(idle.is_none(), "the hub resumes one waiter at a time");
+        self.running.set(Some(e.who.clone()));
         // The closure returns the switch's error boxed (it is rare), so that
         // what comes out of `catch_unwind` on the happy path is one word.
         let outcome = panic::catch_unwind(AssertUnwindSafe(|| {
@@ -977,7 +1038,6 @@ impl Hub {
         self.running_id.set(u64::MAX);
         let resumed = self.running.take();
         drop(resumed);
-        drop(idle);
         match outcome {
             Ok(Ok(())) => false,
             Ok(Err(e)) => self.switch_failed(*e),
@@ -1048,6 +1108,7 @@ impl Hub {
 
     /// Everything between two batches: timers, I/O, idle waiters, and the
     /// decision to block or to raise LoopExit.
+    #[inline]
     fn turn(&self) {
         if !self.timers.borrow().is_empty() {
             self.fire_timers(Instant::now());
@@ -1060,11 +1121,26 @@ impl Hub {
             // the sources are only looked up on the rounds that may poll.
             let n = self.busy_rounds.get().wrapping_add(1);
             self.busy_rounds.set(n);
-            if n.is_multiple_of(BUSY_POLL_EVERY) && self.has_io_sources() {
-                self.poll(Some(Duration::ZERO));
+            if n.is_multiple_of(BUSY_POLL_EVERY) {
+                self.busy_poll();
             }
             return;
         }
+        self.turn_not_busy();
+    }
+
+    /// A busy turn's look at I/O and other threads, without blocking.
+    #[inline(never)]
+    fn busy_poll(&self) {
+        if self.has_io_sources() {
+            self.poll(Some(Duration::ZERO));
+        }
+    }
+
+    /// A turn with nothing ready: idle waiters, or block until a timer, I/O
+    /// or another thread wakes someone (or raise LoopExit).
+    #[inline(never)]
+    fn turn_not_busy(&self) {
         if !self.idle.borrow().is_empty() {
             if self.has_io_sources() {
                 self.poll(Some(Duration::ZERO));
@@ -1331,10 +1407,22 @@ fn wake_all_in_hub(list: &RefCell<WaitList>) {
 /// assert!(start.elapsed() >= Duration::from_millis(2));
 /// # Ok::<(), greenlet_hub::Error>(())
 /// ```
+#[inline]
 pub fn sleep(duration: Duration) -> Result<(), Error> {
     if duration.is_zero() {
-        return Hub::current()?.yield_now();
+        return yield_now();
     }
+    sleep_for(duration)
+}
+
+/// `sleep(ZERO)`: one TLS access for the hub, then its yield.
+#[inline(never)]
+fn yield_now() -> Result<(), Error> {
+    Hub::current()?.yield_now()
+}
+
+#[inline(never)]
+fn sleep_for(duration: Duration) -> Result<(), Error> {
     Hub::with(|hub| {
         let (me, generation) = hub.prepare("sleep")?;
         if let Some(at) = Instant::now().checked_add(duration) {

@@ -326,18 +326,19 @@ where
     cell.waiter.task.slot.set(hub.register_task(cell.clone()));
     // An unstarted task waits for its start like any wait, so a kill or
     // shutdown makes every entry of it stale.
-    let generation = cell.waiter.begin("start");
-    let entry = Entry::new(cell.waiter.clone(), generation);
-    match (delayed, start) {
-        (false, _) => {
-            hub.schedule(entry, Wake::Start);
-        }
-        (true, Some(at)) => hub
-            .timers
+    if !delayed {
+        // Woken at once: queued like any woken wait.
+        let generation = cell.waiter.begin_scheduled("start", Wake::Start);
+        hub.push_ready(Entry::new(cell.waiter.clone(), generation));
+    } else if let Some(at) = start {
+        let generation = cell.waiter.begin("start");
+        let entry = Entry::new(cell.waiter.clone(), generation);
+        hub.timers
             .borrow_mut()
-            .push(at, Action::Wake(entry, Wake::Start)),
+            .push(at, Action::Wake(entry, Wake::Start));
+    } else {
         // A delay too large to represent: it never starts.
-        (true, None) => {}
+        cell.waiter.begin("start");
     }
     Ok(Task { cell })
 }

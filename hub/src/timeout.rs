@@ -155,7 +155,7 @@ impl Timeout {
             delivered: Cell::new(false),
             cancelled: Cell::new(false),
         });
-        me.waiter().scopes.borrow_mut().push(scope.clone());
+        me.waiter().add_scope(scope.clone());
         if let Some(at) = Instant::now().checked_add(after) {
             hub.timers
                 .borrow_mut()
@@ -231,10 +231,7 @@ impl Drop for Timeout {
         scope.cancelled.set(true);
         let owner = scope.owner.upgrade();
         if let Some(owner) = &owner {
-            let mut scopes = owner.waiter().scopes.borrow_mut();
-            if let Some(i) = scopes.iter().rposition(|s| Rc::ptr_eq(s, &scope)) {
-                scopes.remove(i);
-            }
+            owner.waiter().remove_scope(&scope);
         }
         let _ = Hub::with_existing(|hub| {
             if was_pending {

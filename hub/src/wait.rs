@@ -64,6 +64,11 @@ pub(crate) enum State {
     Dead,
 }
 
+/// [`Waiter`]'s pending bit for a kill that arrived while it was not blocked.
+const KILL_PENDING: u8 = 1;
+/// [`Waiter`]'s pending bit for active `Timeout` scopes.
+const HAS_SCOPES: u8 = 2;
+
 /// The wait record of one greenlet.
 pub(crate) struct Waiter {
     /// The greenlet to resume. For a task, dropped only if it is killed
@@ -75,9 +80,13 @@ pub(crate) struct Waiter {
     wake: Cell<Wake>,
     /// The blocking call, for LoopExit's message.
     what: Cell<&'static str>,
-    /// A kill that arrived while the waiter was not blocked.
-    kill_pending: Cell<bool>,
-    /// Active `Timeout` scopes of this greenlet, outermost first.
+    /// What a blocking call must look at before it waits, as bits: a kill
+    /// that arrived while the waiter was not blocked ([`KILL_PENDING`]),
+    /// active `Timeout` scopes ([`HAS_SCOPES`]). One test on the hot path.
+    pending: Cell<u8>,
+    /// Active `Timeout` scopes of this greenlet, outermost first (changed
+    /// through [`Waiter::add_scope`] and [`Waiter::remove_scope`], which
+    /// keep [`HAS_SCOPES`] in step).
     pub(crate) scopes: RefCell<Vec<Rc<ScopeState>>>,
     /// Kept by the hub only while it waits or has a scope (a greenlet that
     /// is neither main nor a task).
@@ -111,7 +120,7 @@ impl Waiter {
             state: Cell::new(state),
             wake: Cell::new(Wake::Start),
             what: Cell::new(""),
-            kill_pending: Cell::new(false),
+            pending: Cell::new(0),
             scopes: RefCell::new(Vec::new()),
             transient: Cell::new(false),
             task: TaskPart {
@@ -153,7 +162,7 @@ impl Waiter {
             return false;
         }
         self.state.set(State::Active);
-        self.kill_pending.set(false);
+        self.pending.set(0);
         self.task.done.set(false);
         self.task.finished_at.set(0);
         self.task.slot.set(usize::MAX);
@@ -223,6 +232,18 @@ impl Waiter {
         generation
     }
 
+    /// Starts a wait that is woken at once with `reason` (a `sleep(ZERO)`
+    /// queueing itself): a new generation, `Scheduled`.
+    #[inline]
+    pub(crate) fn begin_scheduled(&self, what: &'static str, reason: Wake) -> u64 {
+        let generation = self.generation.get().wrapping_add(1);
+        self.generation.set(generation);
+        self.state.set(State::Scheduled);
+        self.wake.set(reason);
+        self.what.set(what);
+        generation
+    }
+
     /// Ends whatever wait is pending without waking it: every entry of it
     /// becomes stale.
     #[inline]
@@ -247,17 +268,36 @@ impl Waiter {
     /// case a blocking call must look at before it waits.
     #[inline]
     pub(crate) fn has_pending(&self) -> bool {
-        self.kill_pending.get() || !self.scopes.borrow().is_empty()
+        self.pending.get() != 0
     }
 
     #[inline]
     pub(crate) fn request_kill_later(&self) {
-        self.kill_pending.set(true);
+        self.pending.set(self.pending.get() | KILL_PENDING);
     }
 
     #[inline]
     pub(crate) fn take_kill_pending(&self) -> bool {
-        self.kill_pending.replace(false)
+        let pending = self.pending.get();
+        self.pending.set(pending & !KILL_PENDING);
+        pending & KILL_PENDING != 0
+    }
+
+    /// Adds an active `Timeout` scope (the innermost).
+    pub(crate) fn add_scope(&self, scope: Rc<ScopeState>) {
+        self.scopes.borrow_mut().push(scope);
+        self.pending.set(self.pending.get() | HAS_SCOPES);
+    }
+
+    /// Removes an active `Timeout` scope, if it is there.
+    pub(crate) fn remove_scope(&self, scope: &Rc<ScopeState>) {
+        let mut scopes = self.scopes.borrow_mut();
+        if let Some(i) = scopes.iter().rposition(|s| Rc::ptr_eq(s, scope)) {
+            scopes.remove(i);
+        }
+        if scopes.is_empty() {
+            self.pending.set(self.pending.get() & !HAS_SCOPES);
+        }
     }
 }
 

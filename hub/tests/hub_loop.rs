@@ -312,3 +312,40 @@ fn many_cancelled_timeouts_do_not_pile_up() {
 fn stats_are_zero_before_first_use() {
     on_fresh_thread(|| assert_eq!(stats(), greenlet_hub::Stats::default()));
 }
+
+#[test]
+fn stats_count_the_rest_of_the_running_batch_as_ready() {
+    let seen = Rc::new(Cell::new(usize::MAX));
+    let s = seen.clone();
+    let _first = spawn(move || {
+        s.set(stats().ready);
+        Ok(())
+    });
+    let _second = spawn(|| Ok(()));
+    let _third = spawn(|| Ok(()));
+    sleep(Duration::ZERO).unwrap();
+    // `first` ran with `second`, `third` and main still to run in its batch.
+    assert_eq!(seen.get(), 3);
+    assert_eq!(stats().ready, 0);
+}
+
+#[test]
+fn shutdown_in_the_middle_of_a_batch_kills_the_rest_of_it() {
+    let cleaned = flag();
+    let c = cleaned.clone();
+    on_fresh_thread(move || {
+        let go = Event::new();
+        let g = go.clone();
+        let _spinner: Task<()> = spawn(move || {
+            let _guard = DropFlag(c);
+            // Main goes first in the next batch, then this task.
+            g.set();
+            loop {
+                sleep(Duration::ZERO)?;
+            }
+        });
+        go.wait(None).unwrap();
+        // The thread ends here, with the spinner still to run in the batch.
+    });
+    assert!(is_set(&cleaned), "the spinner's cleanup did not run");
+}
