@@ -2393,6 +2393,22 @@ where
             Err(e) => Err(e),
         }
     }));
+    if let Ok(Ok(value)) = &outcome
+        && let Some(target) = final_target::<O>()
+    {
+        // The usual end: a value for a parent that waits for one. It is
+        // copied straight into the body slot, where the receiver reads it
+        // (no temporary: unoptimised builds keep every one in this frame,
+        // which is live while the body runs, and values may be large), and
+        // the original is forgotten.
+        // SAFETY: `spawn` reserved the body slot at the top of our stack,
+        // aligned and large enough for a `ValueSlot<O>` (a `repr(C)`
+        // wrapper with the value at offset 0); the body that was there was
+        // moved out above, and the value is not read again from `outcome`.
+        unsafe { ptr::copy_nonoverlapping(value, body_at.cast::<O>(), 1) };
+        core::mem::forget(outcome);
+        finish_value::<O>(target, body_at as usize)
+    }
     finish::<O>(outcome, body_at as usize)
 }
 
@@ -2450,21 +2466,6 @@ fn finish_value<O: 'static>(target: *const Inner, body_at: usize) -> ! {
 /// nearest live ancestor, for good. Holds nothing that needs dropping when
 /// the last switch is made, since this frame is never resumed.
 fn finish<O: 'static>(outcome: std::thread::Result<Result<O, SwitchError>>, body_at: usize) -> ! {
-    if let Ok(Ok(value)) = &outcome
-        && let Some(target) = final_target::<O>()
-    {
-        // The usual end: a value for a parent that waits for one. It is
-        // copied straight into the body slot, where the receiver reads it
-        // (no temporary: unoptimised builds keep every one in the frame, and
-        // values may be large), and the original is forgotten.
-        // SAFETY: `spawn` reserved the body slot at the top of our stack,
-        // aligned and large enough for a `ValueSlot<O>` (a `repr(C)`
-        // wrapper with the value at offset 0); the body that was there was
-        // moved out, and the value is not read again from `outcome`.
-        unsafe { ptr::copy_nonoverlapping(value, body_at as *mut O, 1) };
-        core::mem::forget(outcome);
-        finish_value::<O>(target, body_at)
-    }
     let thread = thread_state();
     {
         let current = current_in(thread);
