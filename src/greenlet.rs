@@ -349,11 +349,13 @@ impl Inner {
         self.stack_top == 0
     }
 
+    #[inline]
     fn parent_ptr(&self) -> *const Inner {
-        let p = self.parent.take();
-        let raw = p.as_ref().map_or(ptr::null(), |g| Rc::as_ptr(&g.inner));
-        self.parent.set(p);
-        raw
+        // SAFETY: a shared read of the cell's content that ends before this
+        // returns; nothing can run in between to replace it (no callback,
+        // and the record is not shared with other threads).
+        let p = unsafe { &*self.parent.as_ptr() };
+        p.as_ref().map_or(ptr::null(), |g| Rc::as_ptr(&g.inner))
     }
 
     fn parent_handle(&self) -> Option<Greenlet> {
@@ -855,9 +857,14 @@ pub(crate) fn running_guard() -> Option<(usize, usize, usize, u64)> {
 /// - `0b01`: a [`Transfer`] describing anything else.
 /// - `0b10`: a `Box<Rare>` the receiver takes ownership of (a tracer that
 ///   panicked on a transfer that had no room for a payload).
+/// - `0b11`: a [`ValueSlot`] as for `0b00`, but sent by a greenlet that has
+///   just died, from the body slot at the top of its stack: the receiver
+///   reclaims that stack once it has read the value. This is how a body's
+///   return value usually reaches its parent.
 const TAG_MASK: usize = 0b11;
 const TAG_TRANSFER: usize = 0b01;
 const TAG_BOXED: usize = 0b10;
+const TAG_FINAL: usize = 0b11;
 
 /// Where an ordinary switch's value waits for the receiver, who moves it out.
 /// Aligned so that its address leaves the word's tag bits clear.
@@ -926,7 +933,7 @@ impl Transfer {
 #[inline(always)]
 unsafe fn word_kind(word: *mut u8) -> Kind {
     match tag(word) {
-        0 => Kind::Value,
+        0 | TAG_FINAL => Kind::Value,
         // SAFETY: a tag-1 word points to a live transfer.
         TAG_TRANSFER => unsafe { (*untag(word).cast::<Transfer>()).kind },
         _ => Kind::Rare,
@@ -976,8 +983,9 @@ impl Event {
 /// `current` is the running greenlet and `target` a live greenlet of this
 /// thread other than it; `word` is a tagged word (see [`TAG_MASK`]) whose
 /// value, if any, is of the type `target` waits for (checked by the caller);
-/// a tag-0 word comes from a greenlet left `Suspended`; `drop_value` drops
-/// the value the word carries (the `ValueSlot`'s content for tag 0, the
+/// a tag-0 word comes from a greenlet left `Suspended`, a tag-3 word from
+/// one left `Dead`; `drop_value` drops
+/// the value the word carries (the `ValueSlot`'s content for tags 0 and 3, the
 /// `Option` behind a `Value` transfer's payload) if it is not delivered.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
@@ -1056,7 +1064,7 @@ unsafe fn switch_core(
 unsafe fn not_resumable(target: &Inner, word: *mut u8, drop_value: unsafe fn(*mut u8)) -> ! {
     match tag(word) {
         // SAFETY: an undelivered value, dropped once.
-        0 => unsafe { drop_value(word) },
+        0 | TAG_FINAL => unsafe { drop_value(untag(word)) },
         // SAFETY: a box made by `call_tracer`, owned by whoever gets the word.
         TAG_BOXED => drop(unsafe { Box::from_raw(untag(word).cast::<Rare>()) }),
         _ => {}
@@ -1188,7 +1196,7 @@ unsafe fn call_tracer(
             match tag(*word) {
                 // SAFETY: an undelivered value, dropped once; the slot is
                 // the sender's and never read again.
-                0 => unsafe { drop_value(at) },
+                0 | TAG_FINAL => unsafe { drop_value(at) },
                 TAG_TRANSFER => {
                     // SAFETY: a tag-1 word points to the sender's transfer.
                     let transfer = unsafe { &mut *at.cast::<Transfer>() };
@@ -1243,6 +1251,10 @@ unsafe fn drop_nothing(_: *mut u8) {}
 #[inline(always)]
 unsafe fn receive<R: 'static>(word: *mut u8) -> Result<R, SwitchError> {
     if tag(word) != 0 {
+        if tag(word) == TAG_FINAL {
+            // SAFETY: as above.
+            return Ok(unsafe { receive_final::<R>(word) });
+        }
         // SAFETY: as above.
         return unsafe { receive_other::<R>(word) };
     }
@@ -1258,6 +1270,46 @@ unsafe fn receive<R: 'static>(word: *mut u8) -> Result<R, SwitchError> {
     Ok(value)
 }
 
+/// The return value of a greenlet that has just died (a tag-3 word).
+///
+/// # Safety
+///
+/// As for [`receive`], with a tag-3 word.
+#[inline]
+unsafe fn receive_final<R: 'static>(word: *mut u8) -> R {
+    // SAFETY: a tag-3 word is the `ValueSlot<R>` in the body slot of the
+    // greenlet that just died (it checked the type), moved out exactly once,
+    // here, before its stack is reclaimed below.
+    let value = unsafe { ptr::read(untag(word).cast::<R>()) };
+    let thread = thread_state();
+    reclaim_origin(thread);
+    if !thread.held.get().is_null() {
+        release_held(thread);
+    }
+    value
+}
+
+/// Clears the thread state's `origin` and, if that greenlet has just died
+/// (its last switch brought us here), gives its stack back to the pool.
+/// Call once the word that came from it has been read.
+#[inline]
+fn reclaim_origin(thread: &ThreadState) {
+    let origin = thread.origin.replace(ptr::null());
+    if !origin.is_null() {
+        // SAFETY: the origin switched to us: it is live until `held` (if it
+        // holds it) is released, which the callers do after this.
+        let o = unsafe { &*origin };
+        if o.state.get() == State::Dead {
+            // The final switch saved a stack pointer that must never be
+            // resumed.
+            o.saved.set(None);
+            if let Some(stack) = o.stack.take() {
+                stack::give_back(stack, o.low_water.get());
+            }
+        }
+    }
+}
+
 /// Everything but a plain value from a live greenlet.
 ///
 /// # Safety
@@ -1267,7 +1319,6 @@ unsafe fn receive<R: 'static>(word: *mut u8) -> Result<R, SwitchError> {
 #[inline(never)]
 unsafe fn receive_other<R: 'static>(word: *mut u8) -> Result<R, SwitchError> {
     let thread = thread_state();
-    let origin = thread.origin.replace(ptr::null());
     let at = untag(word);
     let received = if tag(word) == TAG_TRANSFER {
         // SAFETY: a tag-1 word points to a live transfer.
@@ -1291,19 +1342,7 @@ unsafe fn receive_other<R: 'static>(word: *mut u8) -> Result<R, SwitchError> {
         // SAFETY: made by `Box::into_raw` in `call_tracer`, received once.
         Err(rare_into(*unsafe { Box::from_raw(at.cast::<Rare>()) }))
     };
-    if !origin.is_null() {
-        // SAFETY: the origin switched to us: it is live until `held` (if it
-        // holds it) is released.
-        let o = unsafe { &*origin };
-        if o.state.get() == State::Dead {
-            // The final switch saved a stack pointer that must never be
-            // resumed.
-            o.saved.set(None);
-            if let Some(stack) = o.stack.take() {
-                stack::give_back(stack, o.low_water.get());
-            }
-        }
-    }
+    reclaim_origin(thread);
     // After a switch, `held` holds nothing or the greenlet that switched to
     // us; after a self delivery, nothing or ourselves, kept.
     let held = thread.held.get();
@@ -1973,10 +2012,19 @@ impl fmt::Debug for Greenlet {
 }
 
 impl Drop for Greenlet {
+    #[inline]
     fn drop(&mut self) {
-        if Rc::strong_count(&self.inner) != 1 {
-            return;
+        // Only the last handle has anything to do.
+        if Rc::strong_count(&self.inner) == 1 {
+            self.drop_last();
         }
+    }
+}
+
+impl Greenlet {
+    /// Dropping the last handle (the caller checked the count): see `Drop`.
+    #[inline(never)]
+    fn drop_last(&mut self) {
         let thread = thread_state();
         if ptr::eq(Rc::as_ptr(&self.inner), thread.current.get()) {
             // The running greenlet's last reference (it may be running its
@@ -2035,9 +2083,11 @@ fn recycle(inner: &Rc<Inner>) {
     if let Some(stack) = inner.stack.take() {
         stack::give_back(stack, inner.low_water.get());
     }
-    // May drop the parent's last handle, which is fine: not ours.
-    drop(inner.parent.take());
     let t = thread_state();
+    if let Some(parent) = inner.parent.take() {
+        // May drop the parent's last handle, which is fine: not ours.
+        release_parent(parent, t);
+    }
     if inner.state.get() == State::Dead
         && !t.torn_down.get()
         && t.recycled_len.get() < RECYCLED_LIMIT
@@ -2045,6 +2095,27 @@ fn recycle(inner: &Rc<Inner>) {
         inner.next_free.set(t.recycled.get());
         t.recycled.set(Rc::into_raw(Rc::clone(inner)));
         t.recycled_len.set(t.recycled_len.get() + 1);
+    }
+}
+
+/// Drops a parent link. When it is the last reference to the running
+/// greenlet (a common case: main, with no handle of its own, as the parent
+/// of a greenlet that has just finished), the reference moves to the thread
+/// state's `held`, exactly as `Greenlet::drop` would put it there, without
+/// taking another one first.
+#[inline(always)]
+fn release_parent(parent: Greenlet, t: &ThreadState) {
+    if Rc::strong_count(&parent.inner) == 1
+        && ptr::eq(Rc::as_ptr(&parent.inner), t.current.get())
+        && t.held.get().is_null()
+    {
+        let parent = ManuallyDrop::new(parent);
+        // SAFETY: the handle is in a `ManuallyDrop` and never used again, so
+        // its reference is moved (read once) into `held`, which owns it.
+        t.held
+            .set(Rc::into_raw(unsafe { ptr::read(&parent.inner) }));
+    } else {
+        drop(parent);
     }
 }
 
@@ -2134,9 +2205,17 @@ fn report_cleanup_panic(id: u64, payload: &rt::PanicPayload) {
 /// assert_eq!(g.switch::<(), bool>(())?, false);
 /// # Ok::<(), greenlet::SwitchError>(())
 /// ```
+#[inline]
 pub fn getcurrent() -> Greenlet {
-    let cur = current_ptr();
-    // SAFETY: the thread state owns a reference; we take another.
+    current_handle(thread_state())
+}
+
+/// A new handle to the running greenlet (see [`getcurrent`]).
+#[inline(always)]
+fn current_handle(t: &ThreadState) -> Greenlet {
+    let cur = current_in(t);
+    // SAFETY: the running greenlet is live (kept by a handle or the thread
+    // state); we take another reference.
     unsafe {
         Rc::increment_strong_count(cur);
         Greenlet {
@@ -2394,18 +2473,15 @@ impl Builder {
     {
         let stack = self.take_stack()?;
         crate::sanitizer::unpoison_stack(stack.bottom(), stack.len());
+        let t = thread_state();
         let parent = match self.parent {
             Some(p) => p,
-            None => getcurrent(),
+            None => current_handle(t),
         };
         let top = stack.top().as_ptr() as usize;
-        if size_of::<Option<O>>() > stack.len() / 16 {
-            let error = Error::ReturnTooLarge {
-                size: size_of::<O>(),
-                stack: stack.len(),
-            };
-            stack::give_back(stack, 0);
-            return Err(error);
+        let stack_len = stack.len();
+        if size_of::<Option<O>>() > stack_len / 16 {
+            return Err(return_too_large(stack, size_of::<O>()));
         }
         let body_at = body_slot::<F, O>(top);
         // SAFETY: `body_at` is inside the stack (`spawn` boxes bodies over
@@ -2424,9 +2500,7 @@ impl Builder {
             )
         };
         let guard = stack.guard();
-        let t = thread_state();
         let id = next_id(t);
-        let stack_len = stack.len();
         let body: StoredBody = (body_at as *mut u8, drop_body::<F>);
         let inner = match take_recycled(t) {
             Some(mut rc) => {
@@ -2475,14 +2549,33 @@ impl Builder {
     }
 }
 
+/// The error for a return type too large for the stack; gives the stack back.
+#[cold]
+#[inline(never)]
+fn return_too_large(stack: Stack, size: usize) -> Error {
+    let error = Error::ReturnTooLarge {
+        size,
+        stack: stack.len(),
+    };
+    stack::give_back(stack, 0);
+    error
+}
+
 /// Where the body waits at the top of a new greenlet's stack; once the body
-/// has started, the same bytes hold its final `Option<O>`. Both live outside
-/// any stack frame, so they stay valid after the greenlet's last switch even
-/// when a sanitizer keeps frames elsewhere (ASan's fake stacks are freed
-/// when a fiber leaves for good).
+/// has returned, the same bytes hold its final value (a `ValueSlot<O>` when
+/// it goes straight to the parent, an `Option<O>` otherwise). Both live
+/// outside any stack frame, so they stay valid after the greenlet's last
+/// switch even when a sanitizer keeps frames elsewhere (ASan's fake stacks
+/// are freed when a fiber leaves for good).
+#[inline(always)]
 fn body_slot<F, O>(top: usize) -> usize {
-    let size = size_of::<F>().max(size_of::<Option<O>>());
-    let align = align_of::<F>().max(align_of::<Option<O>>()).max(16);
+    let size = size_of::<F>()
+        .max(size_of::<Option<O>>())
+        .max(size_of::<ValueSlot<O>>());
+    let align = align_of::<F>()
+        .max(align_of::<Option<O>>())
+        .max(align_of::<ValueSlot<O>>())
+        .max(16);
     (top - size) & !(align - 1)
 }
 
@@ -2493,6 +2586,7 @@ struct Final {
 }
 
 /// Just below the body slot: where the greenlet's final transfer is built.
+#[inline(always)]
 fn final_transfer_slot(body_at: usize) -> *mut Final {
     let align = align_of::<Final>().max(16);
     ((body_at - size_of::<Final>()) & !(align - 1)) as *mut Final
@@ -2528,7 +2622,73 @@ where
             Err(e) => Err(e),
         }
     });
+    if let Ok(Ok(value)) = &outcome
+        && let Some(target) = final_target::<O>()
+    {
+        // The usual end: a value for a parent that waits for one. It is
+        // copied straight into the body slot, where the receiver reads it
+        // (no temporary: unoptimised builds keep every one in this frame,
+        // which is live while the body runs, and values may be large), and
+        // the original is forgotten.
+        // SAFETY: `spawn` reserved the body slot at the top of our stack,
+        // aligned and large enough for a `ValueSlot<O>` (a `repr(C)`
+        // wrapper with the value at offset 0); the body that was there was
+        // moved out above, and the value is not read again from `outcome`.
+        unsafe { ptr::copy_nonoverlapping(value, body_at.cast::<O>(), 1) };
+        core::mem::forget(outcome);
+        finish_value::<O>(target, body_at as usize)
+    }
     finish::<O>(outcome, body_at as usize)
+}
+
+/// The nearest live ancestor of the running greenlet, if it waits for an
+/// `O`: where a body's return value goes on the fast path.
+#[inline(always)]
+fn final_target<O: 'static>() -> Option<*const Inner> {
+    // SAFETY: the running greenlet's record is live.
+    let me = unsafe { &*current_ptr() };
+    let parent = me.parent_ptr();
+    // SAFETY: our parent link keeps the parent alive (only main has no
+    // parent, and main never runs `entry`).
+    let target = unsafe { (*parent).resolve() };
+    // SAFETY: `target` is live.
+    unsafe { (*target).expects.get() }
+        .is::<O>()
+        .then_some(target)
+}
+
+/// Ends the running greenlet whose body returned a value, already moved to
+/// the body slot at the top of our stack: the common case of [`finish`],
+/// when the nearest live ancestor, `target`, waits for an `O` (checked by
+/// the caller with [`final_target`]). The value goes as a tag-3 word
+/// pointing to that slot, which the receiver reads before it reclaims the
+/// stack.
+#[inline(always)]
+fn finish_value<O: 'static>(target: *const Inner, body_at: usize) -> ! {
+    let thread = thread_state();
+    let current = current_in(thread);
+    // SAFETY: the running greenlet's record is live.
+    let me = unsafe { &*current };
+    me.state.set(State::Dead);
+    let slot = body_at as *mut ValueSlot<O>;
+    // SAFETY: a dead greenlet is never the target of a switch, so `target`
+    // (a live ancestor) differs from us; it waits for an `O` (checked
+    // above), the word is a tag-3 value from a greenlet left dead, and
+    // `drop_in_slot::<O>` drops the value if it is not delivered. Nothing
+    // in this frame needs dropping: it is never resumed.
+    unsafe {
+        switch_core(
+            thread,
+            current,
+            target,
+            slot.cast::<u8>().map_addr(|a| a | TAG_FINAL),
+            Event::Switch,
+            TypeKey::of::<()>(),
+            State::Dead,
+            drop_in_slot::<O>,
+        );
+    }
+    unreachable!("a dead greenlet was resumed");
 }
 
 /// Ends the running greenlet: marks it dead and hands its outcome to its

@@ -316,10 +316,18 @@ impl Slab {
         self.carved.set(slot + 1);
         let _ = STACKS.try_with(|n| n.set(n.get() + 1));
         let bottom = guard + self.guard_len;
+        #[cfg_attr(
+            not(feature = "valgrind"),
+            allow(clippy::let_unit_value, unused_variables)
+        )]
         let valgrind_id = crate::sanitizer::register_stack(bottom, guard + self.stride);
+        // SAFETY: the end of a slot is at most one past the end of the
+        // mapping, which is in bounds for pointer arithmetic.
+        let top = unsafe { self.mapping.as_ptr().add((slot + 1) * self.stride) } as *mut u8;
         Ok(Stack {
             slab: self.clone(),
-            slot,
+            top: NonNull::new(top).expect("a mapping does not end at address zero"),
+            #[cfg(feature = "valgrind")]
             valgrind_id,
         })
     }
@@ -344,8 +352,12 @@ impl Drop for Slab {
 /// to the thread that made it (it is neither `Send` nor `Sync`).
 pub struct Stack {
     slab: Rc<Slab>,
-    slot: usize,
-    /// Valgrind's id for this stack (0 without the `valgrind` feature).
+    /// One past the highest usable byte (the end of the slot), kept so that
+    /// the hot paths read it without touching the slab.
+    top: NonNull<u8>,
+    /// Valgrind's id for this stack (only with the `valgrind` feature, so
+    /// that a `Stack` is two words otherwise).
+    #[cfg(feature = "valgrind")]
     valgrind_id: u32,
 }
 
@@ -375,8 +387,17 @@ impl Stack {
         Slab::new(usable, 1, size)?.carve(size)
     }
 
+    /// Valgrind's id for this stack (0 without the `valgrind` feature).
+    fn valgrind_id(&self) -> u32 {
+        #[cfg(feature = "valgrind")]
+        return self.valgrind_id;
+        #[cfg(not(feature = "valgrind"))]
+        0
+    }
+
+    #[inline]
     fn base(&self) -> usize {
-        self.slab.mapping.as_ptr() as usize + self.slot * self.slab.stride
+        self.top.as_ptr() as usize - self.slab.stride
     }
 
     /// One past the highest usable byte: where a fresh context's frame goes.
@@ -388,12 +409,9 @@ impl Stack {
     /// assert_eq!(s.top().as_ptr() as usize - s.bottom(), s.len());
     /// # Ok::<(), greenlet::stack::StackError>(())
     /// ```
+    #[inline]
     pub fn top(&self) -> NonNull<u8> {
-        let offset = (self.slot + 1) * self.slab.stride;
-        // SAFETY: the end of a slot is at most one past the end of the
-        // mapping, which is in bounds for pointer arithmetic.
-        let top = unsafe { self.slab.mapping.as_ptr().add(offset) } as *mut u8;
-        NonNull::new(top).expect("a mapping does not end at address zero")
+        self.top
     }
 
     /// The lowest usable byte, just above the guard.
@@ -405,8 +423,9 @@ impl Stack {
     /// assert_eq!(s.bottom(), s.guard().end);
     /// # Ok::<(), greenlet::stack::StackError>(())
     /// ```
+    #[inline]
     pub fn bottom(&self) -> usize {
-        self.base() + self.slab.guard_len
+        self.top.as_ptr() as usize - self.len()
     }
 
     /// The usable size in bytes (whole pages).
@@ -419,6 +438,7 @@ impl Stack {
     /// assert!(s.len() >= 20_000);
     /// # Ok::<(), greenlet::stack::StackError>(())
     /// ```
+    #[inline]
     pub fn len(&self) -> usize {
         self.slab.stride - self.slab.guard_len
     }
@@ -444,6 +464,7 @@ impl Stack {
     /// assert!(s.guard().len() >= greenlet::stack::page_size());
     /// # Ok::<(), greenlet::stack::StackError>(())
     /// ```
+    #[inline]
     pub fn guard(&self) -> core::ops::Range<usize> {
         self.base()..self.bottom()
     }
@@ -463,7 +484,7 @@ impl Stack {
 
 impl Drop for Stack {
     fn drop(&mut self) {
-        crate::sanitizer::deregister_stack(self.valgrind_id);
+        crate::sanitizer::deregister_stack(self.valgrind_id());
         let _ = STACKS.try_with(|n| n.set(n.get().saturating_sub(1)));
     }
 }

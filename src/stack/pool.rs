@@ -39,6 +39,10 @@ struct Pool {
     /// The class used last: most programs use one size, so it is checked
     /// before the search.
     last: usize,
+    /// The size (as requested, before rounding) that `take` last served
+    /// from class `last`, 0 if none: a request of this size goes straight
+    /// to that class, without rounding or searching.
+    last_size: usize,
     free_total: usize,
     limit: usize,
     release_threshold: usize,
@@ -49,6 +53,7 @@ std::thread_local! {
         RefCell::new(Pool {
             classes: Vec::new(),
             last: 0,
+            last_size: 0,
             free_total: 0,
             limit: DEFAULT_LIMIT,
             release_threshold: DEFAULT_RELEASE_THRESHOLD,
@@ -83,7 +88,10 @@ impl Pool {
                 self.classes.len() - 1
             }
         };
-        self.last = index;
+        if self.last != index {
+            self.last = index;
+            self.last_size = 0;
+        }
         &mut self.classes[index]
     }
 }
@@ -110,31 +118,34 @@ impl Class {
 /// size if there is one, otherwise one carved from a slab.
 #[inline]
 pub(crate) fn take(size: usize) -> Result<Stack, StackError> {
-    let usable = checked_usable(size)?;
-    // Fast path: a free stack of the size used last.
-    let pooled = POOL
-        .try_with(|pool| {
-            let mut pool = pool.try_borrow_mut().ok()?;
-            let last = pool.last;
-            let stack = pool
-                .classes
-                .get_mut(last)
-                .filter(|c| c.usable == usable)?
-                .free
-                .pop()?;
-            pool.free_total -= 1;
-            Some(stack)
-        })
-        .ok()
-        .flatten();
-    match pooled {
+    match take_fast(size) {
         Some(stack) => Ok(stack),
-        None => take_slow(size, usable),
+        None => take_slow(size),
     }
 }
 
+/// A free stack for a request of the size served last, if the pool has one.
+#[inline(always)]
+fn take_fast(size: usize) -> Option<Stack> {
+    POOL.try_with(|pool| {
+        let mut pool = pool.try_borrow_mut().ok()?;
+        // `last_size` is never 0 once set, and 0 is not a valid request.
+        if pool.last_size != size {
+            return None;
+        }
+        let last = pool.last;
+        let stack = pool.classes.get_mut(last)?.free.pop()?;
+        pool.free_total -= 1;
+        Some(stack)
+    })
+    .ok()
+    .flatten()
+}
+
 #[cold]
-fn take_slow(size: usize, usable: usize) -> Result<Stack, StackError> {
+#[inline(never)]
+fn take_slow(size: usize) -> Result<Stack, StackError> {
+    let usable = checked_usable(size)?;
     POOL.try_with(|pool| {
         let mut pool = pool.borrow_mut();
         if pool.limit == 0 {
@@ -142,13 +153,16 @@ fn take_slow(size: usize, usable: usize) -> Result<Stack, StackError> {
             return Stack::new(size);
         }
         let class = pool.class(usable);
-        match class.free.pop() {
+        let stack = match class.free.pop() {
             Some(stack) => {
                 pool.free_total -= 1;
                 Ok(stack)
             }
             None => class.carve(size),
-        }
+        };
+        // `class` made this size's class the last one used.
+        pool.last_size = size;
+        stack
     })
     .unwrap_or_else(|_| Stack::new(size))
 }
@@ -184,6 +198,7 @@ pub(crate) fn give_back(stack: Stack, deepest: usize) {
 }
 
 #[cold]
+#[inline(never)]
 fn give_back_slow(stack: Stack, deepest: usize) {
     let _ = POOL.try_with(|pool| {
         let mut pool = pool.borrow_mut();
