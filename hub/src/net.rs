@@ -3,9 +3,11 @@
 //! thread, so code written against `Read`/`Write` runs unchanged and
 //! concurrently (Rust's answer to gevent's monkey-patched `socket`).
 //!
-//! Every operation is the plain non-blocking one run through the hub's one
-//! I/O helper ([`IoSource::read_with`] / [`IoSource::write_with`]): try it;
-//! on `WouldBlock` wait for readiness through the hub; retry.
+//! Every operation is the plain non-blocking one (a `TcpStream` read may be
+//! a `recvmsg` that also asks how much is left queued: see below) run
+//! through the hub's one I/O helper ([`IoSource::read_with`] /
+//! [`IoSource::write_with`]): try it; on `WouldBlock` wait for readiness
+//! through the hub; retry.
 //!
 //! Invariants:
 //!
@@ -19,6 +21,11 @@
 //!   `TimedOut`; this kind also turns back into [`Error::TimedOut`] with
 //!   `?`); a handle and its `try_clone`s share them, as std's share the
 //!   socket option;
+//! - a `TcpStream` read that is known to have emptied the receive queue (it
+//!   did not fill its buffer; or, once a read has filled one, the kernel's
+//!   `TCP_INQ` count says nothing is left) makes the next read wait for the
+//!   next readiness edge instead of trying and failing with `WouldBlock`;
+//!   nothing is ever read ahead or buffered in user space;
 //! - a hub error met while waiting ([`Error::Exit`] for a killed task,
 //!   [`Error::Timeout`] for a scope) travels inside the `io::Error` and
 //!   comes back out as itself with `?` into [`Error`].
