@@ -1,17 +1,26 @@
 //! Readiness-based cooperative I/O: any mio event source, registered with
 //! the hub's poller.
 //!
-//! Sources are registered once, edge-triggered, for both directions. The
-//! hub keeps a readiness flag per direction: an event sets it and wakes the
+//! Sources are registered once, edge-triggered, for both directions, and
+//! never modified afterwards (no `epoll_ctl` per operation). The hub keeps
+//! per direction a readiness flag and an event count (a tick, as tokio's
+//! `ScheduledIo` does): an event sets the flag, bumps the tick and wakes the
 //! greenlets waiting on that direction; an operation that returns
-//! `WouldBlock` clears it, and so may a read that did not fill its buffer or
-//! a write that was cut short (the socket's queue is then known to be empty
-//! or full; never once the peer has closed). The one helper
-//! ([`IoSource::read_with`] / [`IoSource::write_with`]) tries the
-//! operation, waits for readiness on `WouldBlock` and retries, so every
-//! cooperative socket operation is the plain non-blocking one wrapped in
-//! it; when the flag is already clear it waits first, sparing the system
-//! call that would only say `WouldBlock`.
+//! `WouldBlock` clears the flag, and so may one that learned that its queue
+//! is now empty (a read that did not fill its buffer, a write that was cut
+//! short: see [`IoSource::read_with_hint`]; never once the peer has
+//! closed). The one helper ([`IoSource::read_with`] /
+//! [`IoSource::write_with`]) tries the operation, waits for readiness on
+//! `WouldBlock` and retries, so every cooperative socket operation is the
+//! plain non-blocking one wrapped in it; when the flag is already clear it
+//! waits first, sparing the system call that would only say `WouldBlock`.
+//!
+//! No wake-up is lost: the flag is cleared only if the tick is still the
+//! one read before the operation started, so an event dispatched while the
+//! operation ran (an operation that itself switched to the hub) leaves the
+//! flag set and the operation is simply tried again. Edge-triggered epoll
+//! raises a new edge for anything that arrives after the operation, and the
+//! hub only dispatches events when this thread is in it.
 //!
 //! Only sources with a greenlet waiting on them count as something that can
 //! wake a greenlet (as an active watcher does in gevent); an idle
@@ -27,16 +36,53 @@ use std::io;
 use std::rc::Rc;
 use std::time::Duration;
 
+/// One direction (read or write) of a registered source.
+struct Readiness {
+    /// An event came since the last `WouldBlock` or drained operation: the
+    /// next operation may succeed.
+    ready: Cell<bool>,
+    /// Events dispatched for this direction, wrapping. An operation reads
+    /// it before it starts; the flag is cleared after it only if no event
+    /// came meanwhile (see [`Readiness::clear_if_unchanged`]).
+    tick: Cell<u32>,
+    /// The peer closed this direction (or the socket failed): final, so the
+    /// direction is never marked drained after it (its edge was seen and
+    /// will not come again).
+    closed: Cell<bool>,
+    waiters: RefCell<WaitList>,
+}
+
+impl Readiness {
+    fn new() -> Readiness {
+        Readiness {
+            ready: Cell::new(true),
+            tick: Cell::new(0),
+            closed: Cell::new(false),
+            waiters: RefCell::default(),
+        }
+    }
+
+    /// An event for this direction: ready, one more tick, wake the waiters.
+    fn fire(&self, hub: &Hub) {
+        self.ready.set(true);
+        self.tick.set(self.tick.get().wrapping_add(1));
+        hub.wake_all(&self.waiters);
+    }
+
+    /// Clears the flag after an operation that started at `tick` and found
+    /// the queue empty (`WouldBlock`, or a drained read or write), unless an
+    /// event came since: that event may be for what arrived after the
+    /// operation looked, and its edge will not come again.
+    fn clear_if_unchanged(&self, tick: u32) {
+        if self.tick.get() == tick {
+            self.ready.set(false);
+        }
+    }
+}
+
 pub(crate) struct IoState {
-    readable: Cell<bool>,
-    writable: Cell<bool>,
-    /// The peer closed its side (or the socket failed): final, so a
-    /// direction is never marked drained after it (see
-    /// [`IoSource::note_drained`]).
-    read_closed: Cell<bool>,
-    write_closed: Cell<bool>,
-    readers: RefCell<WaitList>,
-    writers: RefCell<WaitList>,
+    read: Readiness,
+    write: Readiness,
 }
 
 /// The hub's registered sources, by token.
@@ -90,7 +136,8 @@ impl Sources {
     }
 }
 
-/// An event for `event.token()`: set the flags, wake the waiters.
+/// An event for `event.token()`: set the flags, bump the ticks, wake the
+/// waiters.
 pub(crate) fn dispatch(hub: &Hub, event: &mio::event::Event) {
     let state = hub
         .io
@@ -101,18 +148,16 @@ pub(crate) fn dispatch(hub: &Hub, event: &mio::event::Event) {
         .flatten();
     let Some(state) = state else { return };
     if event.is_read_closed() || event.is_error() {
-        state.read_closed.set(true);
+        state.read.closed.set(true);
     }
     if event.is_write_closed() || event.is_error() {
-        state.write_closed.set(true);
+        state.write.closed.set(true);
     }
     if event.is_readable() || event.is_read_closed() || event.is_error() {
-        state.readable.set(true);
-        hub.wake_all(&state.readers);
+        state.read.fire(hub);
     }
     if event.is_writable() || event.is_write_closed() || event.is_error() {
-        state.writable.set(true);
-        hub.wake_all(&state.writers);
+        state.write.fire(hub);
     }
 }
 
@@ -164,12 +209,8 @@ impl<S: mio::event::Source> IoSource<S> {
     pub fn new(mut source: S) -> Result<IoSource<S>, Error> {
         let hub = Hub::current()?;
         let state = Rc::new(IoState {
-            readable: Cell::new(true),
-            writable: Cell::new(true),
-            read_closed: Cell::new(false),
-            write_closed: Cell::new(false),
-            readers: RefCell::default(),
-            writers: RefCell::default(),
+            read: Readiness::new(),
+            write: Readiness::new(),
         });
         let token = hub.io.borrow_mut().insert(state.clone());
         let registered = hub.registry(|r| {
@@ -239,12 +280,7 @@ impl<S: mio::event::Source> IoSource<S> {
     /// # Ok::<(), greenlet_hub::Error>(())
     /// ```
     pub fn wait_readable(&self, timeout: impl Into<Option<Duration>>) -> Result<(), Error> {
-        self.wait(
-            &self.state.readable,
-            &self.state.readers,
-            "IoSource::wait_readable",
-            timeout.into(),
-        )
+        self.wait(&self.state.read, "IoSource::wait_readable", timeout.into())
     }
 
     /// Waits until the source may be writable.
@@ -262,26 +298,20 @@ impl<S: mio::event::Source> IoSource<S> {
     /// # Ok::<(), greenlet_hub::Error>(())
     /// ```
     pub fn wait_writable(&self, timeout: impl Into<Option<Duration>>) -> Result<(), Error> {
-        self.wait(
-            &self.state.writable,
-            &self.state.writers,
-            "IoSource::wait_writable",
-            timeout.into(),
-        )
+        self.wait(&self.state.write, "IoSource::wait_writable", timeout.into())
     }
 
     fn wait(
         &self,
-        ready: &Cell<bool>,
-        list: &RefCell<WaitList>,
+        dir: &Readiness,
         what: &'static str,
         timeout: Option<Duration>,
     ) -> Result<(), Error> {
-        if ready.get() {
+        if dir.ready.get() {
             return Ok(());
         }
         let deadline = hub::deadline(timeout)?;
-        park_until_ready(ready, list, what, deadline)
+        park_until_ready(dir, what, deadline)
     }
 
     /// Runs a non-blocking read operation, waiting for readability and
@@ -313,11 +343,10 @@ impl<S: mio::event::Source> IoSource<S> {
         op: impl FnMut(&S) -> io::Result<R>,
     ) -> io::Result<R> {
         self.with(
-            &self.state.readable,
-            &self.state.readers,
+            &self.state.read,
             "IoSource::read",
             timeout.into(),
-            op,
+            with_no_hint(op),
         )
     }
 
@@ -342,95 +371,115 @@ impl<S: mio::event::Source> IoSource<S> {
         op: impl FnMut(&S) -> io::Result<R>,
     ) -> io::Result<R> {
         self.with(
-            &self.state.writable,
-            &self.state.writers,
+            &self.state.write,
             "IoSource::write",
             timeout.into(),
-            op,
+            with_no_hint(op),
         )
     }
 
-    /// Marks a direction drained without a `WouldBlock`: after a read that
-    /// filled less than its buffer (the socket's receive queue is empty) or
-    /// a write that took less than it was given (the send queue is full), as
-    /// tokio does on epoll. The next operation in that direction then waits
-    /// for the next edge instead of spending a system call on `WouldBlock`.
+    /// As [`read_with`](Self::read_with), for an operation that also says
+    /// whether it left the source's queue empty (`(value, drained)`): a read
+    /// that filled less than its buffer, or one told by the kernel that
+    /// nothing is left (`TCP_INQ`), as tokio does on epoll. The direction is
+    /// then marked not ready, so the next operation waits for the next edge
+    /// instead of spending a system call on `WouldBlock`.
     ///
-    /// Sound because events are only looked at when this thread is in the
-    /// hub: data that arrives after the operation raises a new edge, seen at
-    /// the next poll. A direction whose peer has closed is never marked
-    /// drained: its edge was already seen and will not come again.
-    pub(crate) fn note_drained(&self, direction: Direction) {
-        match direction {
-            Direction::Read if !self.state.read_closed.get() => self.state.readable.set(false),
-            Direction::Write if !self.state.write_closed.get() => {
-                self.state.writable.set(false);
-            }
-            _ => {}
-        }
+    /// Sound because anything that arrives after the operation raises a new
+    /// edge, seen at the next poll; an event that came while the operation
+    /// ran keeps the direction ready (the tick); a direction whose peer has
+    /// closed is never marked drained (its edge was already seen and will
+    /// not come again).
+    pub(crate) fn read_with_hint<R>(
+        &self,
+        timeout: Option<Duration>,
+        op: impl FnMut(&S) -> io::Result<(R, bool)>,
+    ) -> io::Result<R> {
+        self.with(&self.state.read, "IoSource::read", timeout, op)
+    }
+
+    /// As [`read_with_hint`](Self::read_with_hint), for a write that says
+    /// whether it filled the send queue (took less than it was given).
+    pub(crate) fn write_with_hint<R>(
+        &self,
+        timeout: Option<Duration>,
+        op: impl FnMut(&S) -> io::Result<(R, bool)>,
+    ) -> io::Result<R> {
+        self.with(&self.state.write, "IoSource::write", timeout, op)
     }
 
     fn with<R>(
         &self,
-        ready: &Cell<bool>,
-        list: &RefCell<WaitList>,
+        dir: &Readiness,
         what: &'static str,
         timeout: Option<Duration>,
-        mut op: impl FnMut(&S) -> io::Result<R>,
+        mut op: impl FnMut(&S) -> io::Result<(R, bool)>,
     ) -> io::Result<R> {
         // The deadline covers every retry; a zero timeout (`None` here)
         // tries once.
         let deadline = hub::deadline(timeout).ok();
         // No edge since the last `WouldBlock` (or a drained read or write):
         // the operation would fail, so wait first and spare the system call.
-        if !ready.get()
+        if !dir.ready.get()
             && let Some(deadline) = deadline
         {
-            park_until_ready(ready, list, what, deadline)?;
+            park_until_ready(dir, what, deadline)?;
         }
         loop {
+            let tick = dir.tick.get();
             match op(&self.source) {
+                Ok((value, drained)) => {
+                    if drained && !dir.closed.get() {
+                        dir.clear_if_unchanged(tick);
+                    }
+                    return Ok(value);
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    ready.set(false);
+                    dir.clear_if_unchanged(tick);
                     let Some(deadline) = deadline else {
                         return Err(Error::TimedOut.into());
                     };
-                    park_until_ready(ready, list, what, deadline)?;
+                    park_until_ready(dir, what, deadline)?;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                other => return other,
+                Err(e) => return Err(e),
             }
         }
     }
+
+    /// The read direction's flag and tick, for tests.
+    #[cfg(test)]
+    pub(crate) fn read_state(&self) -> (bool, u32) {
+        (self.state.read.ready.get(), self.state.read.tick.get())
+    }
 }
 
-/// Blocks the running greenlet until `ready` is set by an event (or the
-/// deadline, a scope, a kill end the wait).
+/// An operation that says nothing about the queue it leaves.
+fn with_no_hint<S, R>(
+    mut op: impl FnMut(&S) -> io::Result<R>,
+) -> impl FnMut(&S) -> io::Result<(R, bool)> {
+    move |s| op(s).map(|value| (value, false))
+}
+
+/// Blocks the running greenlet until the direction is ready again (an
+/// event; or the deadline, a scope, a kill end the wait).
 fn park_until_ready(
-    ready: &Cell<bool>,
-    list: &RefCell<WaitList>,
+    dir: &Readiness,
     what: &'static str,
     deadline: Option<std::time::Instant>,
 ) -> Result<(), Error> {
-    if ready.get() {
+    if dir.ready.get() {
         return Ok(());
     }
     Hub::with(|hub| {
-        while !ready.get() {
+        while !dir.ready.get() {
             hub.io.borrow_mut().waiting += 1;
-            let result = hub::wait_in(list, what, deadline);
+            let result = hub::wait_in(&dir.waiters, what, deadline);
             hub.io.borrow_mut().waiting -= 1;
             result.map_err(|i| i.error)?;
         }
         Ok(())
     })
-}
-
-/// Which readiness flag [`IoSource::note_drained`] clears.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Direction {
-    Read,
-    Write,
 }
 
 impl<S: mio::event::Source> Drop for IoSource<S> {

@@ -3,9 +3,11 @@
 //! thread, so code written against `Read`/`Write` runs unchanged and
 //! concurrently (Rust's answer to gevent's monkey-patched `socket`).
 //!
-//! Every operation is the plain non-blocking one run through the hub's one
-//! I/O helper ([`IoSource::read_with`] / [`IoSource::write_with`]): try it;
-//! on `WouldBlock` wait for readiness through the hub; retry.
+//! Every operation is the plain non-blocking one (a `TcpStream` read may be
+//! a `recvmsg` that also asks how much is left queued: see below) run
+//! through the hub's one I/O helper ([`IoSource::read_with`] /
+//! [`IoSource::write_with`]): try it; on `WouldBlock` wait for readiness
+//! through the hub; retry.
 //!
 //! Invariants:
 //!
@@ -19,6 +21,11 @@
 //!   `TimedOut`; this kind also turns back into [`Error::TimedOut`] with
 //!   `?`); a handle and its `try_clone`s share them, as std's share the
 //!   socket option;
+//! - a `TcpStream` read that is known to have emptied the receive queue (it
+//!   did not fill its buffer; or, once a read has filled one, the kernel's
+//!   `TCP_INQ` count says nothing is left) makes the next read wait for the
+//!   next readiness edge instead of trying and failing with `WouldBlock`;
+//!   nothing is ever read ahead or buffered in user space;
 //! - a hub error met while waiting ([`Error::Exit`] for a killed task,
 //!   [`Error::Timeout`] for a scope) travels inside the `io::Error` and
 //!   comes back out as itself with `?` into [`Error`].
@@ -28,7 +35,8 @@
 
 use crate::blocking;
 use crate::error::Error;
-use crate::io::{Direction, IoSource};
+use crate::io::IoSource;
+use inq::Inq;
 use std::cell::Cell;
 use std::fmt;
 use std::io::{self, IoSlice, IoSliceMut, Read, Write};
@@ -36,6 +44,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, SocketAddrV4, S
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::rc::Rc;
 use std::time::Duration;
+
+mod inq;
 
 /// The listen backlog of [`TcpListener::bind`] (mio's and most servers').
 const BACKLOG: i32 = 1024;
@@ -253,6 +263,18 @@ impl<S: mio::event::Source> TimedSource<S> {
         self.source.write_with(self.timeouts.write.get(), op)
     }
 
+    /// As [`read`](Self::read), for an operation that also says whether it
+    /// left the receive queue empty ([`IoSource::read_with_hint`]).
+    fn read_hinted<R>(&self, op: impl FnMut(&S) -> io::Result<(R, bool)>) -> io::Result<R> {
+        self.source.read_with_hint(self.timeouts.read.get(), op)
+    }
+
+    /// As [`write`](Self::write), for an operation that also says whether
+    /// it filled the send queue.
+    fn write_hinted<R>(&self, op: impl FnMut(&S) -> io::Result<(R, bool)>) -> io::Result<R> {
+        self.source.write_with_hint(self.timeouts.write.get(), op)
+    }
+
     /// Sets the read timeout; a zero duration is refused, as std does.
     fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
         check_timeout(timeout)?;
@@ -314,9 +336,18 @@ fn duplicate<F: AsFd>(fd: &F) -> io::Result<socket2::Socket> {
 /// ```
 pub struct TcpStream {
     io: TimedSource<mio::net::TcpStream>,
+    /// Whether reads learn what they leave queued (`TCP_INQ`).
+    inq: Cell<Inq>,
 }
 
 impl TcpStream {
+    fn new(io: TimedSource<mio::net::TcpStream>) -> TcpStream {
+        TcpStream {
+            io,
+            inq: Cell::new(Inq::Off),
+        }
+    }
+
     /// Connects to `addr`, trying each address it resolves to in turn; the
     /// greenlet waits for the handshake, the thread does not.
     ///
@@ -360,9 +391,7 @@ impl TcpStream {
     }
 
     fn connect_to(addr: SocketAddr, timeout: Option<Duration>) -> io::Result<TcpStream> {
-        let stream = TcpStream {
-            io: TimedSource::new(mio::net::TcpStream::connect(addr)?)?,
-        };
+        let stream = TcpStream::new(TimedSource::new(mio::net::TcpStream::connect(addr)?)?);
         // Connected once writable with no pending error and a peer (mio's
         // recipe); until then the check is one more `WouldBlock`.
         stream.io.source.write_with(timeout, |s| {
@@ -398,9 +427,9 @@ impl TcpStream {
     /// ```
     pub fn from_std(stream: std::net::TcpStream) -> io::Result<TcpStream> {
         stream.set_nonblocking(true)?;
-        Ok(TcpStream {
-            io: TimedSource::new(mio::net::TcpStream::from_std(stream))?,
-        })
+        Ok(TcpStream::new(TimedSource::new(
+            mio::net::TcpStream::from_std(stream),
+        )?))
     }
 
     /// The remote address.
@@ -668,41 +697,86 @@ impl TcpStream {
             io: self
                 .io
                 .clone_with(mio::net::TcpStream::from_std(std_stream))?,
+            // The same socket, so the same socket option.
+            inq: Cell::new(self.inq.get()),
         })
     }
 
     fn read_into(&self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.io.read(|mut s| s.read(buf))?;
-        if n > 0 && n < buf.len() {
-            self.io.source.note_drained(Direction::Read);
-        }
-        Ok(n)
+        let len = buf.len();
+        self.receive(len, |s, counted| {
+            if counted {
+                inq::recv(s.as_fd(), &mut [IoSliceMut::new(buf)])
+            } else {
+                Ok(((&*s).read(buf)?, None))
+            }
+        })
     }
 
     fn read_into_vectored(&self, bufs: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
         let len: usize = bufs.iter().map(|b| b.len()).sum();
-        let n = self.io.read(|mut s| s.read_vectored(bufs))?;
-        if n > 0 && n < len {
-            self.io.source.note_drained(Direction::Read);
-        }
-        Ok(n)
+        self.receive(len, |s, counted| {
+            if counted {
+                inq::recv(s.as_fd(), bufs)
+            } else {
+                Ok(((&*s).read_vectored(bufs)?, None))
+            }
+        })
+    }
+
+    /// Runs a read of at most `len` bytes: `op(stream, counted)` reads
+    /// with `recvmsg` and returns the kernel's count of the bytes it left
+    /// queued when `counted` (`TCP_INQ` is on), plainly otherwise. The
+    /// direction is drained when nothing is left (by the count; without
+    /// one, when the read did not fill its buffer), so the next read
+    /// waits for the next edge instead of failing with `WouldBlock`.
+    fn receive(
+        &self,
+        len: usize,
+        mut op: impl FnMut(&mio::net::TcpStream, bool) -> io::Result<(usize, Option<usize>)>,
+    ) -> io::Result<usize> {
+        self.io.read_hinted(|s| {
+            let mode = self.inq.get();
+            let (n, left) = op(s, mode == Inq::On)?;
+            if n == 0 {
+                // End of file (final: never drained), or an empty buffer.
+                return Ok((0, false));
+            }
+            let drained = match left {
+                Some(left) => left == 0,
+                None => {
+                    if mode == Inq::On {
+                        // Asked but not told: plain reads from now on.
+                        self.inq.set(Inq::Unavailable);
+                    } else if mode == Inq::Off && n == len {
+                        // A full buffer leaves the queue unknown: ask from
+                        // now on.
+                        self.inq.set(if inq::enable(s.as_fd()) {
+                            Inq::On
+                        } else {
+                            Inq::Unavailable
+                        });
+                    }
+                    n < len
+                }
+            };
+            Ok((n, drained))
+        })
     }
 
     fn write_from(&self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.io.write(|mut s| s.write(buf))?;
-        if n > 0 && n < buf.len() {
-            self.io.source.note_drained(Direction::Write);
-        }
-        Ok(n)
+        self.io.write_hinted(|mut s| {
+            let n = s.write(buf)?;
+            Ok((n, n > 0 && n < buf.len()))
+        })
     }
 
     fn write_from_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         let len: usize = bufs.iter().map(|b| b.len()).sum();
-        let n = self.io.write(|mut s| s.write_vectored(bufs))?;
-        if n > 0 && n < len {
-            self.io.source.note_drained(Direction::Write);
-        }
-        Ok(n)
+        self.io.write_hinted(|mut s| {
+            let n = s.write_vectored(bufs)?;
+            Ok((n, n > 0 && n < len))
+        })
     }
 }
 
@@ -883,7 +957,7 @@ impl TcpListener {
     pub fn accept(&self) -> io::Result<(TcpStream, SocketAddr)> {
         let (stream, peer) = self.io.read_with(None, |s| s.accept())?;
         let io = TimedSource::new(stream)?;
-        Ok((TcpStream { io }, peer))
+        Ok((TcpStream::new(io), peer))
     }
 
     /// An endless iterator of accepted connections (`accept` in a loop).
@@ -1365,5 +1439,92 @@ impl fmt::Debug for UdpSocket {
             .field("local", &self.local_addr().ok())
             .field("fd", &self.as_raw_fd())
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The readiness flag after each kind of read: what spares the
+    //! `WouldBlock` (behaviour is tested in `tests/net_readiness.rs`).
+
+    use super::*;
+
+    fn pair() -> (TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        server
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        (client, server)
+    }
+
+    fn readable(s: &TcpStream) -> bool {
+        s.io.source.read_state().0
+    }
+
+    /// Waits until `n` bytes are queued for `s`, so one read sees them all.
+    fn wait_queued(s: &TcpStream, n: usize) {
+        let mut probe = vec![0; n];
+        while s.peek(&mut probe).unwrap() < n {
+            crate::sleep(Duration::from_millis(1)).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_short_read_drains_without_asking_the_kernel() {
+        let (mut client, mut server) = pair();
+        client.write_all(b"abc").unwrap();
+        wait_queued(&server, 3);
+        let mut buf = [0; 8];
+        assert_eq!(server.read(&mut buf).unwrap(), 3);
+        assert!(!readable(&server), "a short read empties the queue");
+        assert_eq!(server.inq.get(), Inq::Off, "never needed the count");
+    }
+
+    #[test]
+    fn a_full_read_asks_for_the_count_and_then_drains_by_it() {
+        let (mut client, mut server) = pair();
+        client.write_all(b"abcdefgh").unwrap();
+        wait_queued(&server, 8);
+        let mut buf = [0; 4];
+        server.read_exact(&mut buf).unwrap();
+        // Nothing said how much is left: still ready, and the count is on
+        // from now on.
+        assert!(readable(&server));
+        let mode = server.inq.get();
+        if cfg!(any(target_os = "linux", target_os = "android")) {
+            assert_eq!(mode, Inq::On);
+        }
+        // The second full read learns that it took the last bytes.
+        server.read_exact(&mut buf).unwrap();
+        assert_eq!(&buf, b"efgh");
+        if mode == Inq::On {
+            assert_eq!(server.inq.get(), Inq::On, "the kernel gave the count");
+            assert!(!readable(&server), "the count said the queue is empty");
+        }
+        // More queued behind a full buffer keeps it ready.
+        client.write_all(b"ijklmnop").unwrap();
+        wait_queued(&server, 8);
+        server.read_exact(&mut buf).unwrap();
+        assert!(readable(&server), "four bytes are left");
+        server.read_exact(&mut buf).unwrap();
+        assert_eq!(&buf, b"mnop");
+    }
+
+    #[test]
+    fn an_end_of_file_is_never_drained() {
+        let (mut client, mut server) = pair();
+        let mut buf = [0; 4];
+        client.write_all(b"abcd").unwrap();
+        server.read_exact(&mut buf).unwrap(); // the count is on
+        client.write_all(b"efgh").unwrap();
+        client.shutdown(Shutdown::Write).unwrap();
+        wait_queued(&server, 4);
+        crate::sleep(Duration::from_millis(5)).unwrap(); // the FIN too
+        server.read_exact(&mut buf).unwrap();
+        assert!(readable(&server), "the FIN counts as a byte left");
+        assert_eq!(server.read(&mut buf).unwrap(), 0);
+        assert!(readable(&server));
     }
 }

@@ -90,3 +90,52 @@ fn many_round_trips() {
     drop(b); // the echo task reads end of file
     echo.get(None).unwrap();
 }
+
+#[test]
+fn an_event_that_comes_while_the_operation_runs_is_not_lost() {
+    // The race the readiness tick closes, provoked deterministically: the
+    // operation makes data arrive, lets the hub poll (which consumes the
+    // edge and marks the source ready), then reports `WouldBlock` as a
+    // read that looked just before the data came would. Clearing the flag
+    // now would wait for an edge that never comes again; the tick shows an
+    // event came during the operation, so it is simply tried again.
+    let (a, b) = pair();
+    let mut buf = [0u8; 8];
+    let mut calls = 0;
+    let n = a
+        .read_with(Duration::from_secs(10), |mut s| {
+            calls += 1;
+            if calls == 1 {
+                b.write_with(None, |mut s| s.write(b"late"))?;
+                sleep(ms(5))?; // the hub polls: the edge is seen and spent
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            s.read(&mut buf)
+        })
+        .unwrap();
+    assert_eq!(&buf[..n], b"late");
+    assert_eq!(calls, 2, "tried again at once, without waiting");
+}
+
+#[test]
+fn a_would_block_with_no_event_meanwhile_waits_for_the_next_edge() {
+    // The other half: with no event during the operation, `WouldBlock`
+    // clears the flag and the next try waits for the data's edge.
+    let (a, b) = pair();
+    let writer = spawn(move || {
+        sleep(ms(20))?;
+        b.write_with(None, |mut s| s.write(b"edge"))?;
+        Ok(b)
+    });
+    let mut buf = [0u8; 8];
+    let mut calls = 0;
+    let n = a
+        .read_with(Duration::from_secs(10), |mut s| {
+            calls += 1;
+            s.read(&mut buf)
+        })
+        .unwrap();
+    assert_eq!(&buf[..n], b"edge");
+    assert_eq!(calls, 2, "one WouldBlock, then one read after the edge");
+    writer.get(None).unwrap();
+}
