@@ -204,3 +204,24 @@ fn a_greenlet_that_outlives_its_root_is_reported() {
     // Its root is gone, so it cannot be dropped the normal way.
     std::mem::forget(escaped);
 }
+
+/// The README's example of this build, as it is written there.
+#[test]
+fn the_readme_example() {
+    let _turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
+    let root = Root::new();
+    // SAFETY: one core, no interrupt handler uses greenlets, and every greenlet
+    // is dropped before `enter` returns.
+    let answer = unsafe {
+        root.enter(|| {
+            // SAFETY: the body needs far less than 64 KiB of stack.
+            let stack = Stack::alloc(64 * 1024).expect("heap");
+            let g = Builder::new()
+                .stack(stack)
+                .spawn(|x: u32| Ok(x + 1))
+                .expect("greenlet");
+            g.switch::<u32, u32>(41).expect("switch")
+        })
+    };
+    assert_eq!(answer, 42);
+}
