@@ -2427,6 +2427,8 @@ impl Builder {
     }
 
     /// The builder's stack if one was given, else one from the pool.
+    /// Always inlined: on the create path it is only a pool take.
+    #[inline(always)]
     fn take_stack(&mut self) -> Result<Stack, StackError> {
         #[cfg(not(feature = "std"))]
         if let Some(stack) = self.stack.take() {
