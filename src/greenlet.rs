@@ -2427,6 +2427,7 @@ impl Builder {
     }
 
     /// The builder's stack if one was given, else one from the pool.
+    #[inline]
     fn take_stack(&mut self) -> Result<Stack, StackError> {
         #[cfg(not(feature = "std"))]
         if let Some(stack) = self.stack.take() {
