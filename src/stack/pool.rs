@@ -9,9 +9,11 @@
 //! it is pooled, so the pool does not pin memory; after the thread's pool is
 //! torn down, stacks returned late (from other thread-local destructors) are
 //! released directly.
+#![allow(unsafe_code)]
 
 use super::mmap::{Slab, Stack, StackError, checked_usable, slab_count, stack_count};
-use core::cell::RefCell;
+use core::cell::{Cell, RefCell};
+use core::mem::MaybeUninit;
 use std::rc::Rc;
 use std::vec::Vec;
 
@@ -24,6 +26,9 @@ const DEFAULT_RELEASE_THRESHOLD: usize = 64 * 1024;
 const FIRST_SLAB_BYTES: usize = 1 << 20;
 const MAX_SLAB_BYTES: usize = 64 << 20;
 const MAX_SLAB_SLOTS: usize = 4096;
+/// Free stacks of the hot class kept in [`Hot`]; more go to the class's
+/// list.
+const HOT_SLOTS: usize = 32;
 
 /// The stacks of one usable size.
 struct Class {
@@ -34,18 +39,50 @@ struct Class {
     slabs_made: u32,
 }
 
+/// The slow half of the pool: every size class, behind a `RefCell`, in a
+/// thread-local whose destructor releases them (and empties [`Hot`]).
 struct Pool {
     classes: Vec<Class>,
-    /// The class used last: most programs use one size, so it is checked
-    /// before the search.
+    /// The index of the hot class (see [`Hot::usable`]), if there is one.
     last: usize,
+}
+
+/// The fast half of the pool: the counters, and a few free stacks of the
+/// size class used last (the hot class: most programs use one size), in
+/// plain cells of a thread-local without a destructor, so that taking and
+/// giving back a stack of that size is a few loads and stores, with no
+/// registration check and no `RefCell` borrow.
+///
+/// Invariants: `slots[..len]` hold stacks (moved in, each owned there), all
+/// of `usable` bytes, and `len` is 0 whenever `usable` is; `usable` is only
+/// made nonzero by `Pool` (so that the thread's `Pool` exists, and its
+/// destructor empties this before the thread ends); `free_total` counts the
+/// stacks here and in every class list. After the pool's teardown, `limit`
+/// and `usable` stay 0: nothing is pooled any more.
+struct Hot {
     /// The size (as requested, before rounding) that `take` last served
-    /// from class `last`, 0 if none: a request of this size goes straight
-    /// to that class, without rounding or searching.
-    last_size: usize,
-    free_total: usize,
-    limit: usize,
-    release_threshold: usize,
+    /// from the hot class, 0 if none: a request of this size takes from
+    /// `slots` without rounding or searching.
+    size: Cell<usize>,
+    /// The usable size of the hot class, 0 if none.
+    usable: Cell<usize>,
+    len: Cell<usize>,
+    free_total: Cell<usize>,
+    limit: Cell<usize>,
+    release_threshold: Cell<usize>,
+    slots: [Cell<MaybeUninit<Stack>>; HOT_SLOTS],
+}
+
+impl Hot {
+    /// Moves the last stack out of `slots`, if any.
+    #[inline(always)]
+    fn pop(&self) -> Option<Stack> {
+        let len = self.len.get().checked_sub(1)?;
+        self.len.set(len);
+        // SAFETY: slots below the old `len` hold stacks; slot `len` is no
+        // longer counted, so its stack is moved out exactly once.
+        Some(unsafe { self.slots[len].replace(MaybeUninit::uninit()).assume_init() })
+    }
 }
 
 std::thread_local! {
@@ -53,30 +90,25 @@ std::thread_local! {
         RefCell::new(Pool {
             classes: Vec::new(),
             last: 0,
-            last_size: 0,
-            free_total: 0,
-            limit: DEFAULT_LIMIT,
-            release_threshold: DEFAULT_RELEASE_THRESHOLD,
         })
+    };
+    static HOT: Hot = const {
+        Hot {
+            size: Cell::new(0),
+            usable: Cell::new(0),
+            len: Cell::new(0),
+            free_total: Cell::new(0),
+            limit: Cell::new(DEFAULT_LIMIT),
+            release_threshold: Cell::new(DEFAULT_RELEASE_THRESHOLD),
+            slots: [const { Cell::new(MaybeUninit::uninit()) }; HOT_SLOTS],
+        }
     };
 }
 
 impl Pool {
-    #[inline]
-    fn class(&mut self, usable: usize) -> &mut Class {
-        if self
-            .classes
-            .get(self.last)
-            .is_some_and(|c| c.usable == usable)
-        {
-            return &mut self.classes[self.last];
-        }
-        self.find_class(usable)
-    }
-
-    #[cold]
-    fn find_class(&mut self, usable: usize) -> &mut Class {
-        let index = match self.classes.iter().position(|c| c.usable == usable) {
+    /// The index of the class of `usable` bytes, made if needed.
+    fn find_class(&mut self, usable: usize) -> usize {
+        match self.classes.iter().position(|c| c.usable == usable) {
             Some(i) => i,
             None => {
                 self.classes.push(Class {
@@ -87,12 +119,43 @@ impl Pool {
                 });
                 self.classes.len() - 1
             }
-        };
-        if self.last != index {
-            self.last = index;
-            self.last_size = 0;
         }
-        &mut self.classes[index]
+    }
+
+    /// Makes the class of `usable` bytes the hot one, moving the stacks of
+    /// the previous hot class from `hot` to that class's list.
+    fn make_hot(&mut self, hot: &Hot, usable: usize) -> usize {
+        if hot.usable.get() == usable {
+            return self.last;
+        }
+        let index = self.find_class(usable);
+        let old = self.last;
+        // Uncounted before they move: should a push fail, they leak.
+        let len = hot.len.replace(0);
+        for slot in &hot.slots[..len] {
+            // SAFETY: slots below `len` held stacks, no longer counted
+            // (`len` is 0), so each is moved out exactly once.
+            let stack = unsafe { slot.replace(MaybeUninit::uninit()).assume_init() };
+            self.classes[old].free.push(stack);
+        }
+        self.last = index;
+        hot.usable.set(usable);
+        hot.size.set(0);
+        index
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        // The thread ends: the stacks in `HOT` go (the class lists drop with
+        // `self`), and nothing is pooled any more.
+        let _ = HOT.try_with(|hot| {
+            hot.limit.set(0);
+            hot.usable.set(0);
+            hot.size.set(0);
+            hot.free_total.set(0);
+            while hot.pop().is_some() {}
+        });
     }
 }
 
@@ -124,18 +187,16 @@ pub(crate) fn take(size: usize) -> Result<Stack, StackError> {
     }
 }
 
-/// A free stack for a request of the size served last, if the pool has one.
+/// A free stack for a request of the size served last, if `HOT` has one.
 #[inline(always)]
 fn take_fast(size: usize) -> Option<Stack> {
-    POOL.try_with(|pool| {
-        let mut pool = pool.try_borrow_mut().ok()?;
-        // `last_size` is never 0 once set, and 0 is not a valid request.
-        if pool.last_size != size {
+    HOT.try_with(|hot| {
+        // `size` is 0 only while `usable` is, when `slots` is empty.
+        if hot.size.get() != size {
             return None;
         }
-        let last = pool.last;
-        let stack = pool.classes.get_mut(last)?.free.pop()?;
-        pool.free_total -= 1;
+        let stack = hot.pop()?;
+        hot.free_total.set(hot.free_total.get() - 1);
         Some(stack)
     })
     .ok()
@@ -148,21 +209,22 @@ fn take_slow(size: usize) -> Result<Stack, StackError> {
     let usable = checked_usable(size)?;
     POOL.try_with(|pool| {
         let mut pool = pool.borrow_mut();
-        if pool.limit == 0 {
-            // No pooling at all: every stack is a mapping of its own.
-            return Stack::new(size);
-        }
-        let class = pool.class(usable);
-        let stack = match class.free.pop() {
-            Some(stack) => {
-                pool.free_total -= 1;
-                Ok(stack)
+        HOT.with(|hot| {
+            if hot.limit.get() == 0 {
+                // No pooling at all: every stack is a mapping of its own.
+                return Stack::new(size);
             }
-            None => class.carve(size),
-        };
-        // `class` made this size's class the last one used.
-        pool.last_size = size;
-        stack
+            let index = pool.make_hot(hot, usable);
+            hot.size.set(size);
+            let class = &mut pool.classes[index];
+            match hot.pop().or_else(|| class.free.pop()) {
+                Some(stack) => {
+                    hot.free_total.set(hot.free_total.get() - 1);
+                    Ok(stack)
+                }
+                None => class.carve(size),
+            }
+        })
     })
     .unwrap_or_else(|_| Stack::new(size))
 }
@@ -173,24 +235,25 @@ fn take_slow(size: usize) -> Result<Stack, StackError> {
 /// down, the stack is dropped (its slab unmapped once all its stacks are).
 #[inline]
 pub(crate) fn give_back(stack: Stack, deepest: usize) {
-    // Fast path: a shallow stack of the size used last, room in the pool.
-    let rest = POOL.try_with(|pool| {
-        let Ok(mut pool) = pool.try_borrow_mut() else {
-            return Some(stack);
-        };
+    // Fast path: a shallow stack of the hot class, room in the pool and in
+    // `HOT`.
+    let rest = HOT.try_with(|hot| {
+        let len = hot.len.get();
         let top = stack.top().as_ptr() as usize;
-        if pool.free_total >= pool.limit || top - deepest.min(top) > pool.release_threshold {
-            return Some(stack);
+        // Shallow: `top - deepest <= threshold` (always, if `deepest` is at
+        // or above `top`).
+        let shallow = deepest.saturating_add(hot.release_threshold.get()) >= top;
+        if len < HOT_SLOTS
+            && shallow
+            && hot.free_total.get() < hot.limit.get()
+            && stack.len() == hot.usable.get()
+        {
+            hot.slots[len].set(MaybeUninit::new(stack));
+            hot.len.set(len + 1);
+            hot.free_total.set(hot.free_total.get() + 1);
+            return None;
         }
-        let last = pool.last;
-        match pool.classes.get_mut(last) {
-            Some(class) if class.usable == stack.len() => {
-                class.free.push(stack);
-                pool.free_total += 1;
-                None
-            }
-            _ => Some(stack),
-        }
+        Some(stack)
     });
     if let Ok(Some(stack)) = rest {
         give_back_slow(stack, deepest);
@@ -202,17 +265,31 @@ pub(crate) fn give_back(stack: Stack, deepest: usize) {
 fn give_back_slow(stack: Stack, deepest: usize) {
     let _ = POOL.try_with(|pool| {
         let mut pool = pool.borrow_mut();
-        if pool.free_total >= pool.limit {
-            return; // `stack` drops here.
-        }
-        let top = stack.top().as_ptr() as usize;
-        let threshold = pool.release_threshold;
-        if deepest != 0 && top - deepest > threshold {
-            stack.release_below(top - threshold);
-        }
-        pool.free_total += 1;
-        let usable = stack.len();
-        pool.class(usable).free.push(stack);
+        HOT.with(|hot| {
+            if hot.free_total.get() >= hot.limit.get() {
+                return; // `stack` drops here.
+            }
+            let top = stack.top().as_ptr() as usize;
+            let threshold = hot.release_threshold.get();
+            if deepest != 0 && top - deepest > threshold {
+                stack.release_below(top - threshold);
+            }
+            hot.free_total.set(hot.free_total.get() + 1);
+            let usable = stack.len();
+            let len = hot.len.get();
+            if usable == hot.usable.get() {
+                if len < HOT_SLOTS {
+                    hot.slots[len].set(MaybeUninit::new(stack));
+                    hot.len.set(len + 1);
+                } else {
+                    let last = pool.last;
+                    pool.classes[last].free.push(stack);
+                }
+            } else {
+                let index = pool.find_class(usable);
+                pool.classes[index].free.push(stack);
+            }
+        });
     });
 }
 
@@ -229,17 +306,23 @@ fn give_back_slow(stack: Stack, deepest: usize) {
 pub fn set_pool_limit(limit: usize) {
     let _ = POOL.try_with(|pool| {
         let mut pool = pool.borrow_mut();
-        pool.limit = limit;
-        let mut excess = pool.free_total.saturating_sub(limit);
-        pool.free_total -= excess;
-        for class in &mut pool.classes {
-            while excess > 0 && class.free.pop().is_some() {
+        HOT.with(|hot| {
+            hot.limit.set(limit);
+            let total = hot.free_total.get();
+            let mut excess = total.saturating_sub(limit);
+            hot.free_total.set(total - excess);
+            while excess > 0 && hot.pop().is_some() {
                 excess -= 1;
             }
-            if limit == 0 {
-                class.carving = None;
+            for class in &mut pool.classes {
+                while excess > 0 && class.free.pop().is_some() {
+                    excess -= 1;
+                }
+                if limit == 0 {
+                    class.carving = None;
+                }
             }
-        }
+        });
     });
 }
 
@@ -253,7 +336,7 @@ pub fn set_pool_limit(limit: usize) {
 /// greenlet::stack::set_release_threshold(32 * 1024);
 /// ```
 pub fn set_release_threshold(bytes: usize) {
-    let _ = POOL.try_with(|pool| pool.borrow_mut().release_threshold = bytes);
+    let _ = HOT.try_with(|hot| hot.release_threshold.set(bytes));
 }
 
 /// Counts of stacks, for leak checks and monitoring.
@@ -287,7 +370,7 @@ pub struct PoolStats {
 /// assert!(stats.mapped >= stats.pooled);
 /// ```
 pub fn pool_stats() -> PoolStats {
-    let pooled = POOL.try_with(|p| p.borrow().free_total).unwrap_or(0);
+    let pooled = HOT.try_with(|hot| hot.free_total.get()).unwrap_or(0);
     PoolStats {
         mapped: stack_count(),
         pooled,
