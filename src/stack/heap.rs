@@ -5,18 +5,11 @@
 //! platform faults on the memory below it (an MPU or MMU region).
 #![allow(unsafe_code)]
 
+use super::{MAX_STACK_SIZE, MIN_STACK_SIZE};
 use alloc::alloc::{Layout, alloc, dealloc};
 use core::fmt;
 use core::mem::MaybeUninit;
 use core::ptr::NonNull;
-
-/// The smallest usable size a greenlet stack may be given: enough for the
-/// greenlet's own entry frames and a little user code.
-pub const MIN_STACK_SIZE: usize = 16 * 1024;
-
-/// The largest usable size a greenlet stack may be given (1 TiB); anything
-/// above is almost certainly a unit mistake.
-pub const MAX_STACK_SIZE: usize = 1 << 40;
 
 /// Stack memory is aligned to this, as the ABIs ask of a stack pointer.
 const ALIGN: usize = 16;

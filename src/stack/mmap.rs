@@ -24,6 +24,7 @@
 //! exactly one `Stack` value or to no one (never handed out twice).
 #![allow(unsafe_code)]
 
+use super::{MAX_STACK_SIZE, MIN_STACK_SIZE};
 use core::cell::Cell;
 use core::fmt;
 use core::ptr::NonNull;
@@ -31,33 +32,6 @@ use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::io;
 use std::rc::Rc;
 use std::string::{String, ToString};
-
-/// The smallest usable size a greenlet stack may be given: enough for the
-/// greenlet's own entry frames, a panic's unwinding, and a little user code.
-/// A panic hook that prints a backtrace (`RUST_BACKTRACE=1`) needs about
-/// 32 KiB of stack by itself; on a smaller stack it overflows, which is
-/// reported as a greenlet stack overflow.
-///
-/// # Examples
-///
-/// ```
-/// use greenlet::stack::{MIN_STACK_SIZE, Stack};
-/// assert!(Stack::new(MIN_STACK_SIZE).is_ok());
-/// assert!(Stack::new(MIN_STACK_SIZE - 1).is_err());
-/// ```
-pub const MIN_STACK_SIZE: usize = 16 * 1024;
-
-/// The largest usable size a greenlet stack may be given (1 TiB of address
-/// space); anything above is almost certainly a unit mistake.
-///
-/// # Examples
-///
-/// ```
-/// use greenlet::stack::{MAX_STACK_SIZE, Stack, StackErrorKind};
-/// let e = Stack::new(MAX_STACK_SIZE + 1).unwrap_err();
-/// assert_eq!(e.kind(), StackErrorKind::InvalidSize);
-/// ```
-pub const MAX_STACK_SIZE: usize = 1 << 40;
 
 /// `MADV_GUARD_INSTALL` from `<linux/mman.h>` (Linux 6.13), which the `libc`
 /// crate does not define yet.

@@ -13,10 +13,7 @@ mod mmap;
 mod pool;
 
 #[cfg(feature = "std")]
-pub use mmap::{
-    GuardKind, MAX_STACK_SIZE, MIN_STACK_SIZE, Stack, StackError, StackErrorKind, guard_kind,
-    page_size,
-};
+pub use mmap::{GuardKind, Stack, StackError, StackErrorKind, guard_kind, page_size};
 #[cfg(feature = "std")]
 pub use pool::{PoolStats, pool_stats, set_pool_limit, set_release_threshold};
 #[cfg(feature = "std")]
@@ -25,9 +22,36 @@ pub(crate) use pool::{give_back, take};
 #[cfg(not(feature = "std"))]
 mod heap;
 #[cfg(not(feature = "std"))]
-pub use heap::{MAX_STACK_SIZE, MIN_STACK_SIZE, Stack, StackError, StackErrorKind};
+pub use heap::{Stack, StackError, StackErrorKind};
 #[cfg(not(feature = "std"))]
 pub(crate) use heap::{give_back, take};
+
+/// The smallest usable size a greenlet stack may be given: enough for the
+/// greenlet's own entry frames, a panic's unwinding, and a little user code.
+/// A panic hook that prints a backtrace (`RUST_BACKTRACE=1`) needs about
+/// 32 KiB of stack by itself; on a smaller stack it overflows, which is
+/// reported as a greenlet stack overflow.
+///
+/// # Examples
+///
+/// ```
+/// use greenlet::stack::{MIN_STACK_SIZE, Stack};
+/// assert!(Stack::new(MIN_STACK_SIZE).is_ok());
+/// assert!(Stack::new(MIN_STACK_SIZE - 1).is_err());
+/// ```
+pub const MIN_STACK_SIZE: usize = 16 * 1024;
+
+/// The largest usable size a greenlet stack may be given (1 TiB of address
+/// space); anything above is almost certainly a unit mistake.
+///
+/// # Examples
+///
+/// ```
+/// use greenlet::stack::{MAX_STACK_SIZE, Stack, StackErrorKind};
+/// let e = Stack::new(MAX_STACK_SIZE + 1).unwrap_err();
+/// assert_eq!(e.kind(), StackErrorKind::InvalidSize);
+/// ```
+pub const MAX_STACK_SIZE: usize = 1 << 40;
 
 /// The usable size of a greenlet stack when the builder does not set one:
 /// 128 KiB of address space, of which only the pages actually touched are
