@@ -658,7 +658,9 @@ impl Root {
     /// # Panics
     ///
     /// If a root is already entered (roots do not nest), or if greenlets
-    /// outlive `f` (see above).
+    /// outlive `f` (see above). Should `f` itself unwind (only possible
+    /// under a panic runtime that unwinds), the root is left, without the
+    /// teardown: what it held is leaked, never used again.
     pub unsafe fn enter<R>(&self, f: impl FnOnce() -> R) -> R {
         use core::sync::atomic::Ordering;
         let me = ptr::from_ref(self).cast_mut();
@@ -668,11 +670,21 @@ impl Root {
         {
             panic!("greenlet: a Root is already entered; roots do not nest, one runs at a time");
         }
+        /// Empties the slot when `enter` ends, also if `f` unwinds (under a
+        /// panic runtime that unwinds), so that it never points to a root
+        /// that is gone.
+        struct Entered;
+        impl Drop for Entered {
+            fn drop(&mut self) {
+                ROOT.store(ptr::null_mut(), Ordering::Release);
+            }
+        }
+        let entered = Entered;
         self.state.torn_down.set(false);
         let out = f();
         tear_down(&self.state);
         let alive = self.state.records.get();
-        ROOT.store(ptr::null_mut(), Ordering::Release);
+        drop(entered);
         if alive != 0 {
             panic!(
                 "greenlet: {alive} greenlet record(s) outlived Root::enter; drop every greenlet \

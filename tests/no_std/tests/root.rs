@@ -225,3 +225,28 @@ fn the_readme_example() {
     };
     assert_eq!(answer, 42);
 }
+
+#[test]
+fn a_panic_that_unwinds_out_of_enter_leaves_the_root() {
+    let p = catch_unwind(|| {
+        in_root(|| {
+            let g = spawn(|x: u8| Ok(x));
+            assert_eq!(g.switch::<u8, u8>(1).unwrap(), 1);
+            panic!("out of enter");
+        })
+    })
+    .unwrap_err();
+    assert_eq!(p.downcast_ref::<&str>(), Some(&"out of enter"));
+    // The slot was emptied on the way out: a new root works, and outside
+    // any root the API says so instead of reaching a root that is gone.
+    assert_eq!(
+        in_root(|| spawn(|x: u8| Ok(x + 1)).switch::<u8, u8>(1).unwrap()),
+        2
+    );
+    let _turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
+    let p = catch_unwind(getcurrent).unwrap_err();
+    assert!(
+        p.downcast_ref::<&str>()
+            .is_some_and(|t| t.contains("no Root is entered"))
+    );
+}
