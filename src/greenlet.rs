@@ -642,8 +642,9 @@ impl Root {
     /// Runs `f` as the main greenlet of this root and returns what it
     /// returns. Inside `f` the whole safe API works as on a `std` thread:
     /// [`getcurrent`] is `f`'s context, new greenlets' default parent.
-    /// When `f` returns, this root's main greenlet is released and its
-    /// recycled records are freed, as at the end of a thread.
+    /// When `f` returns, the tracer is removed, and this root's main
+    /// greenlet is released and its recycled records freed, as at the end
+    /// of a thread.
     ///
     /// # Safety
     ///
@@ -682,6 +683,10 @@ impl Root {
         let entered = Entered;
         self.state.torn_down.set(false);
         let out = f();
+        // As at the end of a thread: the tracer goes (it may hold greenlet
+        // handles), then main and the recycled records.
+        self.state.tracing.set(false);
+        drop(self.tracer.take());
         tear_down(&self.state);
         let alive = self.state.records.get();
         drop(entered);

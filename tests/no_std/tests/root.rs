@@ -250,3 +250,25 @@ fn a_panic_that_unwinds_out_of_enter_leaves_the_root() {
             .is_some_and(|t| t.contains("no Root is entered"))
     );
 }
+
+#[test]
+fn the_tracer_ends_with_enter() {
+    let seen = Rc::new(Cell::new(0));
+    let count = seen.clone();
+    in_root(move || {
+        // A tracer that holds a greenlet handle (main's): `enter` drops it
+        // before it counts what outlived it.
+        let main = getcurrent();
+        greenlet::settrace(Some(Rc::new(
+            move |_: greenlet::Event, origin: &Greenlet, _: &Greenlet| {
+                if *origin == main {
+                    count.set(count.get() + 1);
+                }
+            },
+        )));
+        spawn(|()| Ok(())).switch::<(), ()>(()).unwrap();
+    });
+    assert_eq!(seen.get(), 1);
+    // The next root starts without it.
+    assert!(in_root(greenlet::gettrace).is_none());
+}
