@@ -59,8 +59,8 @@
 //!    greenlet; handles are neither `Send` nor `Sync`.
 //! 8. [`settrace`] installs a callback that sees every switch and throw.
 //! 9. A greenlet's `Debug` shows its state, parent and stack in use, and
-//!    [`Greenlet::backtrace`] shows where a suspended greenlet waits, down to
-//!    its root, without resuming it.
+//!    `Greenlet::backtrace` (with `std`) shows where a suspended greenlet
+//!    waits, down to its root, without resuming it.
 //!
 //! # Layers
 //!
@@ -85,7 +85,7 @@
 //!   through `Builder::stack`;
 //! - panics are not caught: a panic that escapes a body aborts instead of
 //!   reaching the parent, and the overflow reporter and
-//!   [`Greenlet::backtrace`] are absent.
+//!   `Greenlet::backtrace` are absent.
 //!
 //! `tests/no_std` tests this build on the host, on both architectures.
 //!

@@ -2,7 +2,7 @@
 //!
 //! With the `std` feature, [`Stack`] is a slot of an mmap'ed slab with a guard
 //! of at least one page below it (made with `MADV_GUARD_INSTALL` where the
-//! kernel has it, `mprotect` otherwise: see [`guard_kind`]), committed lazily
+//! kernel has it, `mprotect` otherwise: see `guard_kind`), committed lazily
 //! by the kernel, and recycled through a per-thread pool so that creating a
 //! greenlet in the steady state makes no system call. Without `std`, a [`Stack`] is memory the
 //! caller supplies (or takes from the global allocator), with no guard: making one is `unsafe`.
