@@ -147,15 +147,10 @@ impl fmt::Debug for SwitchError {
             SwitchError::Exit => f.write_str("Exit"),
             SwitchError::Exited => f.write_str("Exited"),
             SwitchError::Panicking => f.write_str("Panicking"),
-            SwitchError::Thrown(e) => {
-                if let Some(s) = e.downcast_ref::<&str>() {
-                    write!(f, "Thrown({s:?})")
-                } else if let Some(s) = e.downcast_ref::<alloc::string::String>() {
-                    write!(f, "Thrown({s:?})")
-                } else {
-                    f.write_str("Thrown(..)")
-                }
-            }
+            SwitchError::Thrown(e) => match rt::text_of(&**e) {
+                Some(s) => write!(f, "Thrown({s:?})"),
+                None => f.write_str("Thrown(..)"),
+            },
             SwitchError::TypeMismatch { sent, expected } => f
                 .debug_struct("TypeMismatch")
                 .field("sent", sent)

@@ -65,15 +65,17 @@ pub(crate) fn warn(message: fmt::Arguments<'_>) {
     let _ = message;
 }
 
+/// The text a panic payload or a thrown error carries, when it is a string
+/// (`&str` or `String`, what `panic!` makes).
+pub(crate) fn text_of(value: &dyn Any) -> Option<&str> {
+    value.downcast_ref::<&str>().copied().or_else(|| {
+        value
+            .downcast_ref::<alloc::string::String>()
+            .map(|s| s.as_str())
+    })
+}
+
 /// A panic payload's message, when it is a string.
 pub(crate) fn payload_message(payload: &(dyn Any + Send)) -> &str {
-    payload
-        .downcast_ref::<&str>()
-        .copied()
-        .or_else(|| {
-            payload
-                .downcast_ref::<alloc::string::String>()
-                .map(|s| s.as_str())
-        })
-        .unwrap_or("<non-string payload>")
+    text_of(payload).unwrap_or("<non-string payload>")
 }
