@@ -104,11 +104,32 @@ def gevent_sleep0(n):
     return time.perf_counter_ns() - start
 
 
+def gevent_sleep0_pair(n):
+    """main and a greenlet alternate gevent.sleep(0), each through the hub."""
+    import gevent
+
+    sleep = gevent.sleep
+
+    def other():
+        for _ in range(n):
+            sleep(0)
+
+    g = gevent.spawn(other)
+    sleep(0)  # it starts and yields before the clock starts
+    start = time.perf_counter_ns()
+    for _ in range(n):
+        sleep(0)
+    elapsed = time.perf_counter_ns() - start
+    g.join()
+    return elapsed
+
+
 WORKLOADS = {
     "switch/python-greenlet": (switch, "`g.switch()` ping-pong with a greenlet that loops `main.switch()` (both bound once)"),
     "create/python-greenlet": (create, "`greenlet(empty).switch()`"),
     "create/gevent": (gevent_spawn_join, "`gevent.spawn(empty).join()`"),
     "hub-sleep0/gevent": (gevent_sleep0, "`gevent.sleep(0)` from main: to the hub and back"),
+    "hub-sleep0-pair/gevent": (gevent_sleep0_pair, "main and a greenlet alternate `gevent.sleep(0)` (two calls a round)"),
     "hub-spawn-join/gevent": (gevent_spawn_join, "`gevent.spawn(empty).join()`"),
     "drop-suspended/python-greenlet": (drop_suspended, "new, `switch()` in (it switches back), `del`: GreenletExit"),
 }

@@ -40,6 +40,7 @@ const PYTHON_WORKLOADS: &[&str] = &[
     "create/gevent",
     "drop-suspended/python-greenlet",
     "hub-sleep0/gevent",
+    "hub-sleep0-pair/gevent",
     "hub-spawn-join/gevent",
 ];
 
@@ -586,6 +587,7 @@ const COMPARISONS: &[(&str, &str)] = &[
         "instructions/drop-suspended/corosensei",
     ),
     ("hub-sleep0/greenlet-hub", "hub-sleep0/gevent"),
+    ("hub-sleep0-pair/greenlet-hub", "hub-sleep0-pair/gevent"),
     ("hub-spawn-join/greenlet-hub", "hub-spawn-join/gevent"),
     ("hub-spawn-join/greenlet-hub", "hub-spawn-join/may"),
     ("mem-10000/greenlet-16k", "mem-10000/corosensei-16k"),
@@ -938,14 +940,23 @@ fn render_markdown(results: &Results, context: &Context) -> String {
         &["drop-suspended/greenlet"],
     );
     out.push_str(
-        "## Hub (greenlet-hub) against gevent and may\n\nNanoseconds: `sleep(0)` from main (to \
-         the event loop and back), and spawning an empty task and joining it.\n\n",
+        "## Hub (greenlet-hub) against gevent and may\n\nNanoseconds: `sleep(0)` from main with \
+         nothing else ready (gevent goes to its hub and back; ours counts the hub's turn in place \
+         and goes to the hub every 32nd call, to look at I/O), a round of two greenlets \
+         alternating `sleep(0)` (each call hands over through the hub, for both), and spawning an \
+         empty task and joining it.\n\n",
     );
     timing_table(
         &mut out,
         results,
         "hub-sleep0/",
         &["hub-sleep0/greenlet-hub"],
+    );
+    timing_table(
+        &mut out,
+        results,
+        "hub-sleep0-pair/",
+        &["hub-sleep0-pair/greenlet-hub"],
     );
     timing_table(
         &mut out,
@@ -1116,7 +1127,8 @@ fn measure_of(id: &str) -> String {
         "switch" => "switch round trip",
         "create" => "create, run, drop",
         "drop-suspended" => "drop while suspended",
-        "hub-sleep0" => "hub: sleep(0) round trip",
+        "hub-sleep0" => "hub: sleep(0), nothing else ready",
+        "hub-sleep0-pair" => "hub: two greenlets alternate sleep(0), a round",
         "hub-spawn-join" => "hub: spawn + join",
         g if g.starts_with("mem-") => "memory per suspended coroutine",
         g => g,

@@ -142,9 +142,15 @@ pub const ALL: &[Workload] = &[
     },
     Workload {
         id: "hub-sleep0/greenlet-hub",
-        what: "`greenlet_hub::sleep(Duration::ZERO)` from main: to the hub's loop and back",
+        what: "`greenlet_hub::sleep(Duration::ZERO)` from main, nothing else ready: the hub's turn counted in place, every 32nd to the hub (it looks at I/O)",
         timed: hub_sleep0,
         callgrind: Some(50_000),
+    },
+    Workload {
+        id: "hub-sleep0-pair/greenlet-hub",
+        what: "main and a task alternate `sleep(Duration::ZERO)`: each hands over through the hub (two calls a round)",
+        timed: hub_sleep0_pair,
+        callgrind: Some(20_000),
     },
     Workload {
         id: "hub-spawn-join/greenlet-hub",
@@ -542,6 +548,24 @@ fn hub_sleep0(iterations: u64) -> Duration {
         greenlet_hub::sleep(Duration::ZERO).expect("sleep(0)");
     }
     start.elapsed()
+}
+
+fn hub_sleep0_pair(iterations: u64) -> Duration {
+    let other = greenlet_hub::spawn(move || {
+        for _ in 0..iterations {
+            greenlet_hub::sleep(Duration::ZERO)?;
+        }
+        Ok(())
+    });
+    // The task starts and yields before the clock starts.
+    greenlet_hub::sleep(Duration::ZERO).expect("sleep(0)");
+    let start = Instant::now();
+    for _ in 0..iterations {
+        greenlet_hub::sleep(Duration::ZERO).expect("sleep(0)");
+    }
+    let elapsed = start.elapsed();
+    other.get(None).expect("task");
+    elapsed
 }
 
 fn hub_spawn_join(iterations: u64) -> Duration {

@@ -62,6 +62,35 @@ fn sleep_zero_does_not_starve_timers() {
 }
 
 #[test]
+fn sleep_zero_alone_still_fires_timers_and_hears_other_threads() {
+    // With nothing else ready, `sleep(ZERO)` need not switch to the hub
+    // (it would come straight back); a due timer and a value sent from
+    // another thread must still get through to a greenlet that spins on it.
+    // The deadlines only guard against a hang, they time nothing.
+    let guard = Instant::now() + Duration::from_secs(20);
+    let later = spawn_later(ms(1), || Ok(()));
+    let mut spins = 0u64;
+    while !later.ready() {
+        sleep(Duration::ZERO).unwrap();
+        spins += 1;
+        assert!(Instant::now() < guard, "the timer never fired");
+    }
+    assert!(spins > 0);
+    let result = greenlet_hub::AsyncResult::new();
+    let sender = result.sender();
+    let setter = std::thread::spawn(move || sender.set(7u8));
+    while !result.ready() {
+        sleep(Duration::ZERO).unwrap();
+        assert!(
+            Instant::now() < guard,
+            "the other thread's value never arrived"
+        );
+    }
+    setter.join().unwrap();
+    assert_eq!(result.get(None).unwrap(), 7);
+}
+
+#[test]
 fn timers_fire_in_deadline_order_and_ties_in_creation_order() {
     let log = Log::new();
     let mut tasks = Vec::new();
