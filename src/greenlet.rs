@@ -353,6 +353,16 @@ impl Inner {
         p.as_ref().map_or(ptr::null(), |g| Rc::as_ptr(&g.inner))
     }
 
+    /// The parent of a greenlet other than main, which always has one.
+    #[inline(always)]
+    fn child_parent_ptr(&self) -> *const Inner {
+        // SAFETY: as in `parent_ptr`.
+        match unsafe { &*self.parent.as_ptr() } {
+            Some(g) => Rc::as_ptr(&g.inner),
+            None => no_parent(),
+        }
+    }
+
     fn parent_handle(&self) -> Option<Greenlet> {
         let p = self.parent.take();
         let out = p.clone();
@@ -401,6 +411,12 @@ impl Inner {
             stack::give_back(stack, 0);
         }
     }
+}
+
+#[cold]
+#[inline(never)]
+fn no_parent() -> ! {
+    unreachable!("only main has no parent, and main has no body")
 }
 
 impl Drop for Inner {
@@ -469,7 +485,9 @@ struct ThreadState {
     /// that is its record's only reference. `Teardown` frees it, after which
     /// nothing more is kept.
     recycled: Cell<*const Inner>,
-    recycled_len: Cell<usize>,
+    /// How many more records the list may keep: `RECYCLED_LIMIT` minus its
+    /// length, and 0 once torn down (one test for both on the hot path).
+    recycle_room: Cell<usize>,
     /// A weak reference (`Weak::into_raw`) to this thread's main greenlet,
     /// so that a main released at teardown is revived, not duplicated, when
     /// a later thread-local destructor still drops greenlets whose parent
@@ -491,7 +509,7 @@ impl ThreadState {
             tracing: Cell::new(false),
             torn_down: Cell::new(false),
             recycled: Cell::new(ptr::null()),
-            recycled_len: Cell::new(0),
+            recycle_room: Cell::new(RECYCLED_LIMIT),
             main: Cell::new(ptr::null()),
             #[cfg(not(feature = "std"))]
             records: Cell::new(0),
@@ -523,6 +541,7 @@ impl Drop for Teardown {
 /// released and the recycled records are freed; nothing is kept after.
 fn tear_down(t: &ThreadState) {
     t.torn_down.set(true);
+    t.recycle_room.set(0);
     release_main_if_current(t);
     loop {
         let head = t.recycled.get();
@@ -533,7 +552,6 @@ fn tear_down(t: &ThreadState) {
         // `Rc::into_raw`); it is unlinked before it is dropped.
         let record = unsafe { Rc::from_raw(head) };
         t.recycled.set(record.next_free.get());
-        t.recycled_len.set(t.recycled_len.get() - 1);
         drop(record);
     }
 }
@@ -679,6 +697,8 @@ impl Root {
         }
         let entered = Entered;
         self.state.torn_down.set(false);
+        // The list is empty (a fresh root, or emptied by the last teardown).
+        self.state.recycle_room.set(RECYCLED_LIMIT);
         let out = f();
         // As at the end of a thread: the tracer goes (it may hold greenlet
         // handles), then main and the recycled records.
@@ -1287,20 +1307,60 @@ unsafe fn receive<R: 'static>(word: *mut u8) -> Result<R, SwitchError> {
 /// # Safety
 ///
 /// As for [`receive`], with a tag-3 word.
-// Out of line: inlined, it makes the plain-value loops around `switch` (the
-// switch benchmark) a little slower.
-#[inline(never)]
+#[inline(always)]
 unsafe fn receive_final<R: 'static>(word: *mut u8) -> R {
     // SAFETY: a tag-3 word is the `ValueSlot<R>` in the body slot of the
     // greenlet that just died (it checked the type), moved out exactly once,
     // here, before its stack is reclaimed below.
     let value = unsafe { ptr::read(untag(word).cast::<R>()) };
-    let thread = thread_state();
-    reclaim_origin(thread);
-    if !thread.held.get().is_null() {
-        release_held(thread);
-    }
+    // SAFETY: the word came from the final switch of the greenlet in
+    // `origin`, and has been read.
+    unsafe { reclaim_final() };
     value
+}
+
+/// After a tag-3 word was read: gives the stack of the greenlet that sent
+/// it (which has just died) back to the pool, then releases the reference
+/// the thread state held on it, if any. Out of line and not generic: one
+/// copy serves every return type, and the switch loops that inline
+/// `receive` stay small.
+///
+/// # Safety
+///
+/// The word that resumed us was a tag-3 word, now read, and nothing has
+/// changed the thread state's `origin` since: only the last switch of a
+/// dying greenlet sends one, and `switch_core` sets `origin` to that
+/// greenlet when it leaves it dead (a tag-3 word is a value, never
+/// forwarded nor delivered to its sender).
+#[inline(never)]
+unsafe fn reclaim_final() {
+    let thread = thread_state();
+    let origin = thread.origin.replace(ptr::null());
+    debug_assert!(!origin.is_null());
+    // SAFETY: per this function's contract the origin is the greenlet that
+    // just died and switched to us; it is live until `held` (if it holds
+    // it) is released, below.
+    let o = unsafe { &*origin };
+    debug_assert_eq!(o.state.get(), State::Dead);
+    // The final switch saved a stack pointer that must never be resumed.
+    o.saved.set(None);
+    let held = thread.held.get();
+    // Each path ends in its one call, so the usual one saves no registers.
+    match o.stack.take() {
+        Some(stack) if held.is_null() => stack::give_back(stack, o.low_water.get()),
+        Some(stack) => reclaim_final_held(thread, stack, o.low_water.get()),
+        None if held.is_null() => {}
+        None => release_held(thread),
+    }
+}
+
+/// The rest of [`reclaim_final`] when `held` holds a reference: the stack
+/// goes back, then the reference is released.
+#[cold]
+#[inline(never)]
+fn reclaim_final_held(thread: &ThreadState, stack: Stack, low_water: usize) {
+    stack::give_back(stack, low_water);
+    release_held(thread);
 }
 
 /// Clears the thread state's `origin` and, if that greenlet has just died
@@ -2133,25 +2193,67 @@ fn recycle(inner: &Rc<Inner>, t: &ThreadState) -> bool {
     if inner.state.get() == State::Unstarted {
         inner.kill_unstarted();
     }
-    // Read once: a dead record stays dead, and nothing below changes the
-    // state of a live one.
-    let dead = inner.state.get() == State::Dead;
-    if let Some(stack) = inner.stack.take() {
-        stack::give_back(stack, inner.low_water.get());
-    }
-    if let Some(parent) = inner.parent.take() {
-        // May drop the parent's last handle, which is fine: not ours.
-        release_parent(parent, t);
-    }
-    if dead && !t.torn_down.get() && t.recycled_len.get() < RECYCLED_LIMIT {
+    // Everything is taken out of the record first, so that it can go to the
+    // list before the calls that release them, which may run code (a
+    // parent's exit) that could even reuse it: it is empty by then.
+    let stack = inner.stack.take();
+    let low_water = inner.low_water.get();
+    let parent = inner.parent.take();
+    let room = t.recycle_room.get();
+    // Dead, as it always is here but for a main greenlet; `room` is 0 once
+    // the thread state is torn down.
+    let kept = inner.state.get() == State::Dead && room != 0;
+    if kept {
         inner.next_free.set(t.recycled.get());
         // SAFETY: the caller forgets its reference when this returns true,
         // so this copy moves it into the list, which owns it.
         t.recycled.set(Rc::into_raw(unsafe { ptr::read(inner) }));
-        t.recycled_len.set(t.recycled_len.get() + 1);
-        return true;
+        t.recycle_room.set(room - 1);
     }
-    false
+    // The usual cases, settled without a call (so without saving
+    // registers): the receiver of the last switch reclaimed the stack, and
+    // the parent link is either not the parent's last reference (dropping
+    // it only decrements the count) or the last reference to the running
+    // greenlet (main, say), which moves to `held` as `release_parent` would
+    // move it.
+    match parent {
+        Some(parent) if stack.is_none() && Rc::strong_count(&parent.inner) > 1 => {
+            drop(parent);
+            kept
+        }
+        Some(parent)
+            if stack.is_none()
+                && Rc::strong_count(&parent.inner) == 1
+                && ptr::eq(Rc::as_ptr(&parent.inner), t.current.get())
+                && t.held.get().is_null() =>
+        {
+            // The handle's reference moves into `held`, which owns it.
+            t.held.set(Rc::into_raw(parent.into_rc()));
+            kept
+        }
+        parent => release_rest(stack, low_water, parent, t, kept),
+    }
+}
+
+/// The rest of [`recycle`]: gives a stack back and drops a parent link.
+/// Returns `kept`, so that the call is the last thing `recycle` does.
+#[cold]
+#[inline(never)]
+fn release_rest(
+    stack: Option<Stack>,
+    low_water: usize,
+    parent: Option<Greenlet>,
+    t: &ThreadState,
+    kept: bool,
+) -> bool {
+    if let Some(stack) = stack {
+        stack::give_back(stack, low_water);
+    }
+    if let Some(parent) = parent {
+        // May drop the parent's last handle, which is fine: not ours.
+        release_parent(parent, t);
+    }
+    kept
 }
 
 /// Drops a parent link. When it is the last reference to the running
@@ -2180,12 +2282,23 @@ fn take_recycled(t: &ThreadState) -> Option<Rc<Inner>> {
     if head.is_null() {
         return None;
     }
+    // SAFETY: `head` is the list's head, not null.
+    Some(unsafe { unlink_recycled(t, head) })
+}
+
+/// Takes the head of the recycled list (see [`take_recycled`]).
+///
+/// # Safety
+///
+/// `head` is `t.recycled`, not null.
+#[inline(always)]
+unsafe fn unlink_recycled(t: &ThreadState, head: *const Inner) -> Rc<Inner> {
     // SAFETY: a list entry owns its record's only reference (from
     // `Rc::into_raw`); it is unlinked here, so it is taken once.
     let rc = unsafe { Rc::from_raw(head) };
     t.recycled.set(rc.next_free.get());
-    t.recycled_len.set(t.recycled_len.get() - 1);
-    Some(rc)
+    t.recycle_room.set(t.recycle_room.get() + 1);
+    rc
 }
 
 /// Dropping the last handle of a suspended greenlet: throw `GreenletExit`
@@ -2537,96 +2650,175 @@ impl Builder {
         self.spawn_inline(body)
     }
 
-    fn spawn_inline<A, O, F>(mut self, body: F) -> Result<Greenlet, Error>
+    /// Creates the greenlet. The usual case (a stack in the pool's hot
+    /// class, a recycled record, a running greenlet as the parent) is
+    /// settled here without a call; anything else goes to `spawn_slow`.
+    #[inline(always)]
+    fn spawn_inline<A, O, F>(self, body: F) -> Result<Greenlet, Error>
+    where
+        A: 'static,
+        O: 'static,
+        F: FnOnce(A) -> Result<O, SwitchError> + 'static,
+    {
+        // Taken apart, so that the fields stay in registers on the fast
+        // path (a builder passed to `spawn_slow` would live in memory).
+        #[cfg(feature = "std")]
+        let Builder { stack_size, parent } = self;
+        #[cfg(not(feature = "std"))]
+        let Builder {
+            stack_size,
+            parent,
+            mut stack,
+        } = self;
+        let t = thread_state();
+        let head = t.recycled.get();
+        // The tests come before the stack is taken, the only step that
+        // takes something.
+        if size_of::<Option<O>>() <= MIN_STACK_SIZE / 16
+            && !head.is_null()
+            && (parent.is_some() || !t.current.get().is_null())
+        {
+            // The builder's stack if one was given, else a free one from
+            // the pool's hot class, if it has one: no call either way.
+            #[cfg(not(feature = "std"))]
+            let taken = stack.take();
+            #[cfg(feature = "std")]
+            let taken = stack::take_fast(stack_size.unwrap_or(DEFAULT_STACK_SIZE));
+            if let Some(taken) = taken {
+                let parent = match parent {
+                    Some(p) => p,
+                    None => parent_link_to_current(t),
+                };
+                // SAFETY: `head` is the list's head, not null (tested
+                // above), and nothing since has touched the list.
+                let record = unsafe { unlink_recycled(t, head) };
+                return Ok(build::<A, O, F>(t, taken, parent, body, Some(record)));
+            }
+        }
+        Builder {
+            stack_size,
+            parent,
+            #[cfg(not(feature = "std"))]
+            stack,
+        }
+        .spawn_slow(body)
+    }
+
+    /// `spawn_inline` when something is missing: a stack to take from the
+    /// pool's other classes or to map, a record to allocate, main to make,
+    /// or a return type to check against the stack's size.
+    #[cold]
+    #[inline(never)]
+    fn spawn_slow<A, O, F>(mut self, body: F) -> Result<Greenlet, Error>
     where
         A: 'static,
         O: 'static,
         F: FnOnce(A) -> Result<O, SwitchError> + 'static,
     {
         let stack = self.take_stack()?;
-        crate::sanitizer::unpoison_stack(stack.bottom(), stack.len());
-        // The geometry, read before anything is written to the stack (the
-        // compiler cannot tell that those writes leave the slab alone).
-        let top = stack.top().as_ptr() as usize;
-        let stack_len = stack.len();
-        let guard = stack.guard();
         // Every stack has at least `MIN_STACK_SIZE` bytes, so the test of
         // the actual size only remains for large return types.
-        if size_of::<Option<O>>() > MIN_STACK_SIZE / 16 && size_of::<Option<O>>() > stack_len / 16 {
+        if size_of::<Option<O>>() > MIN_STACK_SIZE / 16 && size_of::<Option<O>>() > stack.len() / 16
+        {
             return Err(return_too_large(stack, size_of::<O>()));
         }
         let t = thread_state();
-        let parent = match self.parent {
+        let parent = match self.parent.take() {
             Some(p) => p,
             None => parent_link_to_current(t),
         };
-        let body_at = body_slot::<F, O>(top);
-        // SAFETY: `body_at` is inside the stack (`spawn` boxes bodies over
-        // 1 KiB and the return value takes at most a sixteenth of the stack),
-        // aligned for F, and nothing else uses that memory before the
-        // greenlet starts.
-        unsafe { ptr::write(body_at as *mut F, body) };
-        // SAFETY: the region below the final transfer's slot is the rest of
-        // our stack, which the record keeps until the greenlet is dead;
-        // `entry::<A, O, F>` never returns and catches panics.
-        let sp = unsafe {
-            raw::init_stack(
-                final_transfer_slot(body_at).cast(),
-                entry::<A, O, F>,
-                body_at as *mut u8,
-            )
-        };
-        let id = next_id(t);
-        let drop_body: DropBody = drop_body::<F, O>;
-        let inner = match take_recycled(t) {
-            Some(rc) => {
-                // SAFETY: a recycled record's reference is its only one, and
-                // no weak one exists (`recycle` checked both), so nothing
-                // else can see the record while it is written through this
-                // exclusive borrow, which ends before `rc` is used again. The
-                // pointer comes from the `Rc`'s own allocation pointer, with
-                // write access.
-                let r = unsafe { &mut *Rc::as_ptr(&rc).cast_mut() };
-                // Field by field, cheaper than moving a whole record in. The
-                // old values are empty (`recycle` released them): forgetting
-                // them skips a drop that would do nothing.
-                r.id = id;
-                r.state.set(State::Unstarted);
-                core::mem::forget(r.parent.replace(Some(parent)));
-                r.saved.set(Some(sp));
-                r.expects.set(TypeKey::of::<A>());
-                r.stack_top = top;
-                r.stack_len = stack_len;
-                r.guard_start = guard.start;
-                r.guard_end = guard.end;
-                r.fiber = Fiber::new(guard.end, top - guard.end);
-                r.low_water.set(top);
-                core::mem::forget(r.stack.replace(Some(stack)));
-                r.body.set(Some(drop_body));
-                rc
-            }
-            None => {
-                count_record(t, 1);
-                Rc::new(Inner {
-                    id,
-                    state: Cell::new(State::Unstarted),
-                    parent: Cell::new(Some(parent)),
-                    saved: Cell::new(Some(sp)),
-                    expects: Cell::new(TypeKey::of::<A>()),
-                    stack_top: top,
-                    stack_len,
-                    guard_start: guard.start,
-                    guard_end: guard.end,
-                    fiber: Fiber::new(guard.end, top - guard.end),
-                    low_water: Cell::new(top),
-                    stack: Cell::new(Some(stack)),
-                    body: Cell::new(Some(drop_body)),
-                    next_free: Cell::new(ptr::null()),
-                })
-            }
-        };
-        Ok(Greenlet::from_rc(inner))
+        let record = take_recycled(t);
+        Ok(build::<A, O, F>(t, stack, parent, body, record))
     }
+}
+
+/// Makes a new greenlet of `body` on `stack` (large enough for an `O`),
+/// with `parent`, in `record` (a recycled one) or a new one.
+#[inline(always)]
+fn build<A, O, F>(
+    t: &ThreadState,
+    stack: Stack,
+    parent: Greenlet,
+    body: F,
+    record: Option<Rc<Inner>>,
+) -> Greenlet
+where
+    A: 'static,
+    O: 'static,
+    F: FnOnce(A) -> Result<O, SwitchError> + 'static,
+{
+    crate::sanitizer::unpoison_stack(stack.bottom(), stack.len());
+    // The geometry, read before anything is written to the stack (the
+    // compiler cannot tell that those writes leave the slab alone).
+    let top = stack.top().as_ptr() as usize;
+    let stack_len = stack.len();
+    let guard = stack.guard();
+    let body_at = body_slot::<F, O>(top);
+    // SAFETY: `body_at` is inside the stack (`spawn` boxes bodies over
+    // 1 KiB and the return value takes at most a sixteenth of the stack,
+    // which the callers checked), aligned for F, and nothing else uses that
+    // memory before the greenlet starts.
+    unsafe { ptr::write(body_at as *mut F, body) };
+    // SAFETY: the region below the final transfer's slot is the rest of
+    // our stack, which the record keeps until the greenlet is dead;
+    // `entry::<A, O, F>` never returns and catches panics.
+    let sp = unsafe {
+        raw::init_stack(
+            final_transfer_slot(body_at).cast(),
+            entry::<A, O, F>,
+            body_at as *mut u8,
+        )
+    };
+    let id = next_id(t);
+    let drop_body: DropBody = drop_body::<F, O>;
+    let inner = match record {
+        Some(rc) => {
+            // SAFETY: a recycled record's reference is its only one, and
+            // no weak one exists (`recycle` checked both), so nothing
+            // else can see the record while it is written through this
+            // exclusive borrow, which ends before `rc` is used again. The
+            // pointer comes from the `Rc`'s own allocation pointer, with
+            // write access.
+            let r = unsafe { &mut *Rc::as_ptr(&rc).cast_mut() };
+            // Field by field, cheaper than moving a whole record in. The
+            // old values are empty (`recycle` released them): forgetting
+            // them skips a drop that would do nothing.
+            r.id = id;
+            r.state.set(State::Unstarted);
+            core::mem::forget(r.parent.replace(Some(parent)));
+            r.saved.set(Some(sp));
+            r.expects.set(TypeKey::of::<A>());
+            r.stack_top = top;
+            r.stack_len = stack_len;
+            r.guard_start = guard.start;
+            r.guard_end = guard.end;
+            r.fiber = Fiber::new(guard.end, top - guard.end);
+            r.low_water.set(top);
+            core::mem::forget(r.stack.replace(Some(stack)));
+            r.body.set(Some(drop_body));
+            rc
+        }
+        None => {
+            count_record(t, 1);
+            Rc::new(Inner {
+                id,
+                state: Cell::new(State::Unstarted),
+                parent: Cell::new(Some(parent)),
+                saved: Cell::new(Some(sp)),
+                expects: Cell::new(TypeKey::of::<A>()),
+                stack_top: top,
+                stack_len,
+                guard_start: guard.start,
+                guard_end: guard.end,
+                fiber: Fiber::new(guard.end, top - guard.end),
+                low_water: Cell::new(top),
+                stack: Cell::new(Some(stack)),
+                body: Cell::new(Some(drop_body)),
+                next_free: Cell::new(ptr::null()),
+            })
+        }
+    };
+    Greenlet::from_rc(inner)
 }
 
 /// The error for a return type too large for the stack; gives the stack back.
@@ -2736,7 +2928,7 @@ where
 /// an `O`: where a body's return value goes on the fast path.
 #[inline(always)]
 fn final_target<O: 'static>(me: &Inner) -> Option<*const Inner> {
-    let parent = me.parent_ptr();
+    let parent = me.child_parent_ptr();
     // SAFETY: our parent link keeps the parent alive (only main has no
     // parent, and main never runs `entry`).
     let target = unsafe { (*parent).resolve() };
@@ -2839,7 +3031,7 @@ fn finish<O: 'static>(
             }
             Err(payload) => set_rare(Rare::Panic(payload)),
         }
-        let parent = me.parent_ptr();
+        let parent = me.child_parent_ptr();
         // SAFETY: our parent link keeps the parent alive.
         let target = unsafe { (*parent).resolve() };
         if last.transfer.kind == Kind::Value {

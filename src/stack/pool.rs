@@ -216,7 +216,7 @@ pub(crate) fn take(size: usize) -> Result<Stack, StackError> {
 
 /// A free stack for a request of the size served last, if `HOT` has one.
 #[inline(always)]
-fn take_fast(size: usize) -> Option<Stack> {
+pub(crate) fn take_fast(size: usize) -> Option<Stack> {
     HOT.try_with(|hot| {
         // `size` is 0 only while `usable` is, when `slots` is empty.
         if hot.size.get() != size {
@@ -268,9 +268,10 @@ pub(crate) fn give_back(stack: Stack, deepest: usize) {
     let rest = HOT.try_with(|hot| {
         let len = hot.len.get();
         let top = stack.top().as_ptr() as usize;
-        // Shallow: `top - deepest <= threshold` (always, if `deepest` is at
-        // or above `top`).
-        let shallow = deepest.saturating_add(hot.release_threshold.get()) >= top;
+        // Shallow: `top - deepest <= threshold`. A `deepest` of 0 (unknown)
+        // or above `top` (never: a stack is used below its top) wraps or
+        // leaves a large difference, and goes the slow way, which checks.
+        let shallow = top.wrapping_sub(deepest) <= hot.release_threshold.get();
         // `len < cap` is `len < HOT_SLOTS` and room under the limit.
         if len < hot.cap.get() && shallow && stack.len() == hot.usable.get() {
             // SAFETY: `len < cap <= HOT_SLOTS`, so the index is in bounds;
@@ -297,7 +298,7 @@ fn give_back_slow(stack: Stack, deepest: usize) {
             }
             let top = stack.top().as_ptr() as usize;
             let threshold = hot.release_threshold.get();
-            if deepest != 0 && top - deepest > threshold {
+            if deepest != 0 && deepest < top && top - deepest > threshold {
                 stack.release_below(top - threshold);
             }
             let usable = stack.len();
