@@ -1537,6 +1537,7 @@ impl Greenlet {
         // is moved out exactly once.
         unsafe { ManuallyDrop::take(&mut this.inner) }
     }
+
     /// Creates an unstarted greenlet whose parent is the current greenlet,
     /// with the default stack size. `body` starts at the first switch into
     /// it, receiving that switch's value.
