@@ -36,7 +36,7 @@
 use crate::raw::{self, StackPointer};
 use crate::rt;
 use crate::sanitizer::Fiber;
-use crate::stack::{self, DEFAULT_STACK_SIZE, Stack, StackError};
+use crate::stack::{self, DEFAULT_STACK_SIZE, MIN_STACK_SIZE, Stack, StackError};
 use alloc::boxed::Box;
 use alloc::rc::{self, Rc};
 use core::any::{Any, TypeId, type_name};
@@ -328,16 +328,16 @@ struct Inner {
     /// The lowest stack pointer seen at this greenlet's switches: how deep
     /// its stack went, for the pool's page release.
     low_water: Cell<usize>,
-    /// For an unstarted greenlet: the body stored at the top of its stack and
-    /// the function that drops it in place if it never runs.
-    body: Cell<Option<StoredBody>>,
+    /// For an unstarted greenlet: the function that drops the body stored at
+    /// the top of its stack (given `stack_top`) if it never runs.
+    body: Cell<Option<DropBody>>,
     /// The next record of the thread's recycled list (see `recycle`), while
     /// this one is in it.
     next_free: Cell<*const Inner>,
 }
 
-/// Where an unstarted body lives, and how to drop it there.
-type StoredBody = (*mut u8, unsafe fn(*mut u8));
+/// How to drop an unstarted body in place, given the top of its stack.
+type DropBody = unsafe fn(usize);
 
 impl Inner {
     fn is_main(&self) -> bool {
@@ -351,6 +351,16 @@ impl Inner {
         // and the record is not shared with other threads).
         let p = unsafe { &*self.parent.as_ptr() };
         p.as_ref().map_or(ptr::null(), |g| Rc::as_ptr(&g.inner))
+    }
+
+    /// The parent of a greenlet other than main, which always has one.
+    #[inline(always)]
+    fn child_parent_ptr(&self) -> *const Inner {
+        // SAFETY: as in `parent_ptr`.
+        match unsafe { &*self.parent.as_ptr() } {
+            Some(g) => Rc::as_ptr(&g.inner),
+            None => no_parent(),
+        }
     }
 
     fn parent_handle(&self) -> Option<Greenlet> {
@@ -390,15 +400,23 @@ impl Inner {
         debug_assert_eq!(self.state.get(), State::Unstarted);
         self.state.set(State::Dead);
         self.saved.set(None);
-        if let Some((body, drop_body)) = self.body.take() {
-            // SAFETY: the body was written at `body` by `Builder::spawn` and,
-            // the greenlet never having started, was never read out.
-            unsafe { drop_body(body) };
+        if let Some(drop_body) = self.body.take() {
+            // SAFETY: the body was written below `stack_top` by
+            // `Builder::spawn` (which stored the matching `drop_body`) and,
+            // the greenlet never having started, was never read out; the
+            // stack is still ours (given back below).
+            unsafe { drop_body(self.stack_top) };
         }
         if let Some(stack) = self.stack.take() {
             stack::give_back(stack, 0);
         }
     }
+}
+
+#[cold]
+#[inline(never)]
+fn no_parent() -> ! {
+    unreachable!("only main has no parent, and main has no body")
 }
 
 impl Drop for Inner {
@@ -467,7 +485,9 @@ struct ThreadState {
     /// that is its record's only reference. `Teardown` frees it, after which
     /// nothing more is kept.
     recycled: Cell<*const Inner>,
-    recycled_len: Cell<usize>,
+    /// How many more records the list may keep: `RECYCLED_LIMIT` minus its
+    /// length, and 0 once torn down (one test for both on the hot path).
+    recycle_room: Cell<usize>,
     /// A weak reference (`Weak::into_raw`) to this thread's main greenlet,
     /// so that a main released at teardown is revived, not duplicated, when
     /// a later thread-local destructor still drops greenlets whose parent
@@ -489,7 +509,7 @@ impl ThreadState {
             tracing: Cell::new(false),
             torn_down: Cell::new(false),
             recycled: Cell::new(ptr::null()),
-            recycled_len: Cell::new(0),
+            recycle_room: Cell::new(RECYCLED_LIMIT),
             main: Cell::new(ptr::null()),
             #[cfg(not(feature = "std"))]
             records: Cell::new(0),
@@ -521,6 +541,7 @@ impl Drop for Teardown {
 /// released and the recycled records are freed; nothing is kept after.
 fn tear_down(t: &ThreadState) {
     t.torn_down.set(true);
+    t.recycle_room.set(0);
     release_main_if_current(t);
     loop {
         let head = t.recycled.get();
@@ -531,7 +552,6 @@ fn tear_down(t: &ThreadState) {
         // `Rc::into_raw`); it is unlinked before it is dropped.
         let record = unsafe { Rc::from_raw(head) };
         t.recycled.set(record.next_free.get());
-        t.recycled_len.set(t.recycled_len.get() - 1);
         drop(record);
     }
 }
@@ -677,6 +697,8 @@ impl Root {
         }
         let entered = Entered;
         self.state.torn_down.set(false);
+        // The list is empty (a fresh root, or emptied by the last teardown).
+        self.state.recycle_room.set(RECYCLED_LIMIT);
         let out = f();
         // As at the end of a thread: the tracer goes (it may hold greenlet
         // handles), then main and the recycled records.
@@ -1189,12 +1211,8 @@ unsafe fn call_tracer(
         Rc::increment_strong_count(origin);
         Rc::increment_strong_count(target);
         (
-            Greenlet {
-                inner: Rc::from_raw(origin),
-            },
-            Greenlet {
-                inner: Rc::from_raw(target),
-            },
+            Greenlet::from_rc(Rc::from_raw(origin)),
+            Greenlet::from_rc(Rc::from_raw(target)),
         )
     };
     let result = rt::catch(|| tracer(event, &o, &t));
@@ -1289,20 +1307,60 @@ unsafe fn receive<R: 'static>(word: *mut u8) -> Result<R, SwitchError> {
 /// # Safety
 ///
 /// As for [`receive`], with a tag-3 word.
-// Out of line: inlined, it makes the plain-value loops around `switch` (the
-// switch benchmark) a little slower.
-#[inline(never)]
+#[inline(always)]
 unsafe fn receive_final<R: 'static>(word: *mut u8) -> R {
     // SAFETY: a tag-3 word is the `ValueSlot<R>` in the body slot of the
     // greenlet that just died (it checked the type), moved out exactly once,
     // here, before its stack is reclaimed below.
     let value = unsafe { ptr::read(untag(word).cast::<R>()) };
-    let thread = thread_state();
-    reclaim_origin(thread);
-    if !thread.held.get().is_null() {
-        release_held(thread);
-    }
+    // SAFETY: the word came from the final switch of the greenlet in
+    // `origin`, and has been read.
+    unsafe { reclaim_final() };
     value
+}
+
+/// After a tag-3 word was read: gives the stack of the greenlet that sent
+/// it (which has just died) back to the pool, then releases the reference
+/// the thread state held on it, if any. Out of line and not generic: one
+/// copy serves every return type, and the switch loops that inline
+/// `receive` stay small.
+///
+/// # Safety
+///
+/// The word that resumed us was a tag-3 word, now read, and nothing has
+/// changed the thread state's `origin` since: only the last switch of a
+/// dying greenlet sends one, and `switch_core` sets `origin` to that
+/// greenlet when it leaves it dead (a tag-3 word is a value, never
+/// forwarded nor delivered to its sender).
+#[inline(never)]
+unsafe fn reclaim_final() {
+    let thread = thread_state();
+    let origin = thread.origin.replace(ptr::null());
+    debug_assert!(!origin.is_null());
+    // SAFETY: per this function's contract the origin is the greenlet that
+    // just died and switched to us; it is live until `held` (if it holds
+    // it) is released, below.
+    let o = unsafe { &*origin };
+    debug_assert_eq!(o.state.get(), State::Dead);
+    // The final switch saved a stack pointer that must never be resumed.
+    o.saved.set(None);
+    let held = thread.held.get();
+    // Each path ends in its one call, so the usual one saves no registers.
+    match o.stack.take() {
+        Some(stack) if held.is_null() => stack::give_back(stack, o.low_water.get()),
+        Some(stack) => reclaim_final_held(thread, stack, o.low_water.get()),
+        None if held.is_null() => {}
+        None => release_held(thread),
+    }
+}
+
+/// The rest of [`reclaim_final`] when `held` holds a reference: the stack
+/// goes back, then the reference is released.
+#[cold]
+#[inline(never)]
+fn reclaim_final_held(thread: &ThreadState, stack: Stack, low_water: usize) {
+    stack::give_back(stack, low_water);
+    release_held(thread);
 }
 
 /// Clears the thread state's `origin` and, if that greenlet has just died
@@ -1406,7 +1464,7 @@ fn release_held(thread: &ThreadState) {
     // SAFETY: `held` owned this reference (from `Rc::into_raw`), and it was
     // taken out of the cell above, so it is dropped once.
     let inner = unsafe { Rc::from_raw(held) };
-    drop(Greenlet { inner });
+    drop(Greenlet::from_rc(inner));
 }
 
 // ---------------------------------------------------------------------------
@@ -1457,10 +1515,29 @@ fn release_held(thread: &ThreadState) {
 /// ```
 #[derive(Clone)]
 pub struct Greenlet {
-    inner: Rc<Inner>,
+    /// The handle's reference, released by `Drop` (which may move it into
+    /// the thread state's `held` or its recycled list instead), or taken
+    /// out by `into_rc`: never dropped as a field.
+    inner: ManuallyDrop<Rc<Inner>>,
 }
 
 impl Greenlet {
+    #[inline(always)]
+    fn from_rc(inner: Rc<Inner>) -> Greenlet {
+        Greenlet {
+            inner: ManuallyDrop::new(inner),
+        }
+    }
+
+    /// The handle's reference, moved out without dropping the handle.
+    #[inline(always)]
+    fn into_rc(self) -> Rc<Inner> {
+        let mut this = ManuallyDrop::new(self);
+        // SAFETY: `this` is never dropped nor used again, so the reference
+        // is moved out exactly once.
+        unsafe { ManuallyDrop::take(&mut this.inner) }
+    }
+
     /// Creates an unstarted greenlet whose parent is the current greenlet,
     /// with the default stack size. `body` starts at the first switch into
     /// it, receiving that switch's value.
@@ -1984,7 +2061,7 @@ impl WeakGreenlet {
     /// assert!(weak.upgrade().is_none()); // the only handle was a temporary
     /// ```
     pub fn upgrade(&self) -> Option<Greenlet> {
-        self.inner.upgrade().map(|inner| Greenlet { inner })
+        self.inner.upgrade().map(Greenlet::from_rc)
     }
 }
 
@@ -2030,40 +2107,59 @@ impl fmt::Debug for Greenlet {
 impl Drop for Greenlet {
     #[inline]
     fn drop(&mut self) {
-        // Only the last handle has anything to do.
-        if Rc::strong_count(&self.inner) == 1 {
-            self.drop_last();
+        // Only the last handle has anything to do, and it may hand its
+        // reference over to the thread state instead of dropping it.
+        if Rc::strong_count(&self.inner) == 1 && drop_last(&self.inner) {
+            return;
         }
+        // SAFETY: the handle is being dropped and its reference was not
+        // handed over: it is dropped once, and the field not used again.
+        unsafe { ManuallyDrop::drop(&mut self.inner) };
     }
 }
 
-impl Greenlet {
-    /// Dropping the last handle (the caller checked the count): see `Drop`.
-    #[inline(never)]
-    fn drop_last(&mut self) {
-        let thread = thread_state();
-        if ptr::eq(Rc::as_ptr(&self.inner), thread.current.get()) {
-            // The running greenlet's last reference (it may be running its
-            // last lines, already marked dead): the thread state keeps it
-            // until it switches away (the greenlet it switches to then drops
-            // it, see `release_held`).
-            debug_assert!(thread.held.get().is_null());
-            thread.held.set(Rc::into_raw(self.inner.clone()));
-            return;
-        }
-        if self.inner.state.get() == State::Suspended {
-            if rt::panicking() {
-                leak_suspended(&self.inner);
-            } else {
-                kill_suspended(&self.inner);
-            }
-        }
-        // Still the last handle, and no weak one could observe a reuse: keep
-        // the allocation for the next greenlet of this thread.
-        if Rc::strong_count(&self.inner) == 1 && Rc::weak_count(&self.inner) == 0 {
-            recycle(&self.inner);
+/// Dropping the last handle (the caller checked the count): see `Drop`.
+/// Returns true if it took the handle's reference over (into `held`, or
+/// into the recycled list): the caller must then forget it, not drop it.
+#[inline(never)]
+fn drop_last(inner: &Rc<Inner>) -> bool {
+    let thread = thread_state();
+    if inner.state.get() == State::Dead
+        && !ptr::eq(Rc::as_ptr(inner), thread.current.get())
+        && Rc::weak_count(inner) == 0
+    {
+        // The usual case: a finished greenlet (not one running its last
+        // lines), whose record no weak handle could see reused.
+        return recycle(inner, thread);
+    }
+    drop_last_slow(inner, thread)
+}
+
+/// Everything but the usual case of [`drop_last`], with the same contract.
+#[cold]
+#[inline(never)]
+fn drop_last_slow(inner: &Rc<Inner>, thread: &ThreadState) -> bool {
+    if ptr::eq(Rc::as_ptr(inner), thread.current.get()) {
+        // The running greenlet's last reference (it may be running its
+        // last lines, already marked dead): the thread state keeps it
+        // until it switches away (the greenlet it switches to then drops
+        // it, see `release_held`).
+        debug_assert!(thread.held.get().is_null());
+        // SAFETY: the caller forgets its reference when this returns true,
+        // so this copy moves it into `held`, which owns it.
+        thread.held.set(Rc::into_raw(unsafe { ptr::read(inner) }));
+        return true;
+    }
+    if inner.state.get() == State::Suspended {
+        if rt::panicking() {
+            leak_suspended(inner);
+        } else {
+            kill_suspended(inner);
         }
     }
+    // Still the last handle, and no weak one could observe a reuse: keep
+    // the allocation for the next greenlet of this thread.
+    Rc::strong_count(inner) == 1 && Rc::weak_count(inner) == 0 && recycle(inner, thread)
 }
 
 /// The last handle to a suspended greenlet went away while the thread is
@@ -2088,30 +2184,77 @@ const RECYCLED_LIMIT: usize = 64;
 
 /// Releases what a dead or unstarted record holds (body, stack, parent) and
 /// keeps the allocation in this thread's list, if it is dead (as it always
-/// is here but for a main greenlet) and the list has room.
+/// is here but for a main greenlet) and the list has room. Returns true if
+/// it did: the list then owns the reference, which the caller forgets.
 ///
-/// The caller holds the record's only reference, and no weak one exists.
-#[inline]
-fn recycle(inner: &Rc<Inner>) {
+/// `inner` is the record's only reference, and no weak one exists; it is
+/// not the running greenlet.
+#[inline(always)]
+fn recycle(inner: &Rc<Inner>, t: &ThreadState) -> bool {
     if inner.state.get() == State::Unstarted {
         inner.kill_unstarted();
     }
-    if let Some(stack) = inner.stack.take() {
-        stack::give_back(stack, inner.low_water.get());
+    // Everything is taken out of the record first, so that it can go to the
+    // list before the calls that release them, which may run code (a
+    // parent's exit) that could even reuse it: it is empty by then.
+    let stack = inner.stack.take();
+    let low_water = inner.low_water.get();
+    let parent = inner.parent.take();
+    let room = t.recycle_room.get();
+    // Dead, as it always is here but for a main greenlet; `room` is 0 once
+    // the thread state is torn down.
+    let kept = inner.state.get() == State::Dead && room != 0;
+    if kept {
+        inner.next_free.set(t.recycled.get());
+        // SAFETY: the caller forgets its reference when this returns true,
+        // so this copy moves it into the list, which owns it.
+        t.recycled.set(Rc::into_raw(unsafe { ptr::read(inner) }));
+        t.recycle_room.set(room - 1);
     }
-    let t = thread_state();
-    if let Some(parent) = inner.parent.take() {
+    // The usual cases, settled without a call (so without saving
+    // registers): the receiver of the last switch reclaimed the stack, and
+    // the parent link is either not the parent's last reference (dropping
+    // it only decrements the count) or the last reference to the running
+    // greenlet (main, say), which moves to `held` as `release_parent` would
+    // move it.
+    match parent {
+        Some(parent) if stack.is_none() && Rc::strong_count(&parent.inner) > 1 => {
+            drop(parent);
+            kept
+        }
+        Some(parent)
+            if stack.is_none()
+                && Rc::strong_count(&parent.inner) == 1
+                && ptr::eq(Rc::as_ptr(&parent.inner), t.current.get())
+                && t.held.get().is_null() =>
+        {
+            // The handle's reference moves into `held`, which owns it.
+            t.held.set(Rc::into_raw(parent.into_rc()));
+            kept
+        }
+        parent => release_rest(stack, low_water, parent, t, kept),
+    }
+}
+
+/// The rest of [`recycle`]: gives a stack back and drops a parent link.
+/// Returns `kept`, so that the call is the last thing `recycle` does.
+#[cold]
+#[inline(never)]
+fn release_rest(
+    stack: Option<Stack>,
+    low_water: usize,
+    parent: Option<Greenlet>,
+    t: &ThreadState,
+    kept: bool,
+) -> bool {
+    if let Some(stack) = stack {
+        stack::give_back(stack, low_water);
+    }
+    if let Some(parent) = parent {
         // May drop the parent's last handle, which is fine: not ours.
         release_parent(parent, t);
     }
-    if inner.state.get() == State::Dead
-        && !t.torn_down.get()
-        && t.recycled_len.get() < RECYCLED_LIMIT
-    {
-        inner.next_free.set(t.recycled.get());
-        t.recycled.set(Rc::into_raw(Rc::clone(inner)));
-        t.recycled_len.set(t.recycled_len.get() + 1);
-    }
+    kept
 }
 
 /// Drops a parent link. When it is the last reference to the running
@@ -2125,11 +2268,8 @@ fn release_parent(parent: Greenlet, t: &ThreadState) {
         && ptr::eq(Rc::as_ptr(&parent.inner), t.current.get())
         && t.held.get().is_null()
     {
-        let parent = ManuallyDrop::new(parent);
-        // SAFETY: the handle is in a `ManuallyDrop` and never used again, so
-        // its reference is moved (read once) into `held`, which owns it.
-        t.held
-            .set(Rc::into_raw(unsafe { ptr::read(&parent.inner) }));
+        // The handle's reference moves into `held`, which owns it.
+        t.held.set(Rc::into_raw(parent.into_rc()));
     } else {
         drop(parent);
     }
@@ -2143,12 +2283,23 @@ fn take_recycled(t: &ThreadState) -> Option<Rc<Inner>> {
     if head.is_null() {
         return None;
     }
+    // SAFETY: `head` is the list's head, not null.
+    Some(unsafe { unlink_recycled(t, head) })
+}
+
+/// Takes the head of the recycled list (see [`take_recycled`]).
+///
+/// # Safety
+///
+/// `head` is `t.recycled`, not null.
+#[inline(always)]
+unsafe fn unlink_recycled(t: &ThreadState, head: *const Inner) -> Rc<Inner> {
     // SAFETY: a list entry owns its record's only reference (from
     // `Rc::into_raw`); it is unlinked here, so it is taken once.
     let rc = unsafe { Rc::from_raw(head) };
     t.recycled.set(rc.next_free.get());
-    t.recycled_len.set(t.recycled_len.get() - 1);
-    Some(rc)
+    t.recycle_room.set(t.recycle_room.get() + 1);
+    rc
 }
 
 /// Dropping the last handle of a suspended greenlet: throw `GreenletExit`
@@ -2170,7 +2321,7 @@ fn kill_suspended(inner: &Rc<Inner>) {
         // The original parent is kept meanwhile and put back afterwards, as
         // Python's greenlet does: released only with the greenlet, so that a
         // parent it held last exits after it, not before.
-        let original_parent = inner.parent.replace(Some(Greenlet { inner: killer }));
+        let original_parent = inner.parent.replace(Some(Greenlet::from_rc(killer)));
         while inner.state.get() == State::Suspended {
             let current = current_in(thread);
             let mut transfer = Transfer::new(Kind::Exit, ptr::null_mut());
@@ -2234,9 +2385,7 @@ fn current_handle(t: &ThreadState) -> Greenlet {
     // state); we take another reference.
     unsafe {
         Rc::increment_strong_count(cur);
-        Greenlet {
-            inner: Rc::from_raw(cur),
-        }
+        Greenlet::from_rc(Rc::from_raw(cur))
     }
 }
 
@@ -2254,7 +2403,7 @@ fn parent_link_to_current(t: &ThreadState) -> Greenlet {
         // `Rc::into_raw`); it was cleared above, so the reference is moved
         // into the handle exactly once.
         let inner = unsafe { Rc::from_raw(cur) };
-        return Greenlet { inner };
+        return Greenlet::from_rc(inner);
     }
     current_handle(t)
 }
@@ -2502,88 +2651,175 @@ impl Builder {
         self.spawn_inline(body)
     }
 
-    fn spawn_inline<A, O, F>(mut self, body: F) -> Result<Greenlet, Error>
+    /// Creates the greenlet. The usual case (a stack in the pool's hot
+    /// class, a recycled record, a running greenlet as the parent) is
+    /// settled here without a call; anything else goes to `spawn_slow`.
+    #[inline(always)]
+    fn spawn_inline<A, O, F>(self, body: F) -> Result<Greenlet, Error>
+    where
+        A: 'static,
+        O: 'static,
+        F: FnOnce(A) -> Result<O, SwitchError> + 'static,
+    {
+        // Taken apart, so that the fields stay in registers on the fast
+        // path (a builder passed to `spawn_slow` would live in memory).
+        #[cfg(feature = "std")]
+        let Builder { stack_size, parent } = self;
+        #[cfg(not(feature = "std"))]
+        let Builder {
+            stack_size,
+            parent,
+            mut stack,
+        } = self;
+        let t = thread_state();
+        let head = t.recycled.get();
+        // The tests come before the stack is taken, the only step that
+        // takes something.
+        if size_of::<Option<O>>() <= MIN_STACK_SIZE / 16
+            && !head.is_null()
+            && (parent.is_some() || !t.current.get().is_null())
+        {
+            // The builder's stack if one was given, else a free one from
+            // the pool's hot class, if it has one: no call either way.
+            #[cfg(not(feature = "std"))]
+            let taken = stack.take();
+            #[cfg(feature = "std")]
+            let taken = stack::take_fast(stack_size.unwrap_or(DEFAULT_STACK_SIZE));
+            if let Some(taken) = taken {
+                let parent = match parent {
+                    Some(p) => p,
+                    None => parent_link_to_current(t),
+                };
+                // SAFETY: `head` is the list's head, not null (tested
+                // above), and nothing since has touched the list.
+                let record = unsafe { unlink_recycled(t, head) };
+                return Ok(build::<A, O, F>(t, taken, parent, body, Some(record)));
+            }
+        }
+        Builder {
+            stack_size,
+            parent,
+            #[cfg(not(feature = "std"))]
+            stack,
+        }
+        .spawn_slow(body)
+    }
+
+    /// `spawn_inline` when something is missing: a stack to take from the
+    /// pool's other classes or to map, a record to allocate, main to make,
+    /// or a return type to check against the stack's size.
+    #[cold]
+    #[inline(never)]
+    fn spawn_slow<A, O, F>(mut self, body: F) -> Result<Greenlet, Error>
     where
         A: 'static,
         O: 'static,
         F: FnOnce(A) -> Result<O, SwitchError> + 'static,
     {
         let stack = self.take_stack()?;
-        crate::sanitizer::unpoison_stack(stack.bottom(), stack.len());
+        // Every stack has at least `MIN_STACK_SIZE` bytes, so the test of
+        // the actual size only remains for large return types.
+        if size_of::<Option<O>>() > MIN_STACK_SIZE / 16 && size_of::<Option<O>>() > stack.len() / 16
+        {
+            return Err(return_too_large(stack, size_of::<O>()));
+        }
         let t = thread_state();
-        let parent = match self.parent {
+        let parent = match self.parent.take() {
             Some(p) => p,
             None => parent_link_to_current(t),
         };
-        let top = stack.top().as_ptr() as usize;
-        let stack_len = stack.len();
-        if size_of::<Option<O>>() > stack_len / 16 {
-            return Err(return_too_large(stack, size_of::<O>()));
-        }
-        let body_at = body_slot::<F, O>(top);
-        // SAFETY: `body_at` is inside the stack (`spawn` boxes bodies over
-        // 1 KiB and the return value takes at most a sixteenth of the stack),
-        // aligned for F, and nothing else uses that memory before the
-        // greenlet starts.
-        unsafe { ptr::write(body_at as *mut F, body) };
-        // SAFETY: the region below the final transfer's slot is the rest of
-        // our stack, which the record keeps until the greenlet is dead;
-        // `entry::<A, O, F>` never returns and catches panics.
-        let sp = unsafe {
-            raw::init_stack(
-                final_transfer_slot(body_at).cast(),
-                entry::<A, O, F>,
-                body_at as *mut u8,
-            )
-        };
-        let guard = stack.guard();
-        let id = next_id(t);
-        let body: StoredBody = (body_at as *mut u8, drop_body::<F>);
-        let inner = match take_recycled(t) {
-            Some(mut rc) => {
-                let Some(r) = Rc::get_mut(&mut rc) else {
-                    unreachable!("a recycled record has no other reference")
-                };
-                // Field by field, cheaper than moving a whole record in. The
-                // old values are empty (`recycle` released them): forgetting
-                // them skips a drop that would do nothing.
-                r.id = id;
-                r.state.set(State::Unstarted);
-                core::mem::forget(r.parent.replace(Some(parent)));
-                r.saved.set(Some(sp));
-                r.expects.set(TypeKey::of::<A>());
-                r.stack_top = top;
-                r.stack_len = stack_len;
-                r.guard_start = guard.start;
-                r.guard_end = guard.end;
-                r.fiber = Fiber::new(guard.end, top - guard.end);
-                r.low_water.set(top);
-                core::mem::forget(r.stack.replace(Some(stack)));
-                r.body.set(Some(body));
-                rc
-            }
-            None => {
-                count_record(t, 1);
-                Rc::new(Inner {
-                    id,
-                    state: Cell::new(State::Unstarted),
-                    parent: Cell::new(Some(parent)),
-                    saved: Cell::new(Some(sp)),
-                    expects: Cell::new(TypeKey::of::<A>()),
-                    stack_top: top,
-                    stack_len,
-                    guard_start: guard.start,
-                    guard_end: guard.end,
-                    fiber: Fiber::new(guard.end, top - guard.end),
-                    low_water: Cell::new(top),
-                    stack: Cell::new(Some(stack)),
-                    body: Cell::new(Some(body)),
-                    next_free: Cell::new(ptr::null()),
-                })
-            }
-        };
-        Ok(Greenlet { inner })
+        let record = take_recycled(t);
+        Ok(build::<A, O, F>(t, stack, parent, body, record))
     }
+}
+
+/// Makes a new greenlet of `body` on `stack` (large enough for an `O`),
+/// with `parent`, in `record` (a recycled one) or a new one.
+#[inline(always)]
+fn build<A, O, F>(
+    t: &ThreadState,
+    stack: Stack,
+    parent: Greenlet,
+    body: F,
+    record: Option<Rc<Inner>>,
+) -> Greenlet
+where
+    A: 'static,
+    O: 'static,
+    F: FnOnce(A) -> Result<O, SwitchError> + 'static,
+{
+    crate::sanitizer::unpoison_stack(stack.bottom(), stack.len());
+    // The geometry, read before anything is written to the stack (the
+    // compiler cannot tell that those writes leave the slab alone).
+    let top = stack.top().as_ptr() as usize;
+    let stack_len = stack.len();
+    let guard = stack.guard();
+    let body_at = body_slot::<F, O>(top);
+    // SAFETY: `body_at` is inside the stack (`spawn` boxes bodies over
+    // 1 KiB and the return value takes at most a sixteenth of the stack,
+    // which the callers checked), aligned for F, and nothing else uses that
+    // memory before the greenlet starts.
+    unsafe { ptr::write(body_at as *mut F, body) };
+    // SAFETY: the region below the final transfer's slot is the rest of
+    // our stack, which the record keeps until the greenlet is dead;
+    // `entry::<A, O, F>` never returns and catches panics.
+    let sp = unsafe {
+        raw::init_stack(
+            final_transfer_slot(body_at).cast(),
+            entry::<A, O, F>,
+            body_at as *mut u8,
+        )
+    };
+    let id = next_id(t);
+    let drop_body: DropBody = drop_body::<F, O>;
+    let inner = match record {
+        Some(rc) => {
+            // SAFETY: a recycled record's reference is its only one, and
+            // no weak one exists (`recycle` checked both), so nothing
+            // else can see the record while it is written through this
+            // exclusive borrow, which ends before `rc` is used again. The
+            // pointer comes from the `Rc`'s own allocation pointer, with
+            // write access.
+            let r = unsafe { &mut *Rc::as_ptr(&rc).cast_mut() };
+            // Field by field, cheaper than moving a whole record in. The
+            // old values are empty (`recycle` released them): forgetting
+            // them skips a drop that would do nothing.
+            r.id = id;
+            r.state.set(State::Unstarted);
+            core::mem::forget(r.parent.replace(Some(parent)));
+            r.saved.set(Some(sp));
+            r.expects.set(TypeKey::of::<A>());
+            r.stack_top = top;
+            r.stack_len = stack_len;
+            r.guard_start = guard.start;
+            r.guard_end = guard.end;
+            r.fiber = Fiber::new(guard.end, top - guard.end);
+            r.low_water.set(top);
+            core::mem::forget(r.stack.replace(Some(stack)));
+            r.body.set(Some(drop_body));
+            rc
+        }
+        None => {
+            count_record(t, 1);
+            Rc::new(Inner {
+                id,
+                state: Cell::new(State::Unstarted),
+                parent: Cell::new(Some(parent)),
+                saved: Cell::new(Some(sp)),
+                expects: Cell::new(TypeKey::of::<A>()),
+                stack_top: top,
+                stack_len,
+                guard_start: guard.start,
+                guard_end: guard.end,
+                fiber: Fiber::new(guard.end, top - guard.end),
+                low_water: Cell::new(top),
+                stack: Cell::new(Some(stack)),
+                body: Cell::new(Some(drop_body)),
+                next_free: Cell::new(ptr::null()),
+            })
+        }
+    };
+    Greenlet::from_rc(inner)
 }
 
 /// The error for a return type too large for the stack; gives the stack back.
@@ -2629,9 +2865,17 @@ fn final_transfer_slot(body_at: usize) -> *mut Final {
     ((body_at - size_of::<Final>()) & !(align - 1)) as *mut Final
 }
 
-unsafe fn drop_body<F>(p: *mut u8) {
-    // SAFETY: `p` holds an `F` written by `spawn` and never read out.
-    unsafe { ptr::drop_in_place(p.cast::<F>()) }
+/// Drops the unstarted body of a greenlet whose stack ends at `top`.
+///
+/// # Safety
+///
+/// The body slot below `top` (see [`body_slot`]) holds an `F` written by
+/// `spawn` for a body returning an `O`, never read out.
+unsafe fn drop_body<F, O>(top: usize) {
+    let at: *mut F = ptr::with_exposed_provenance_mut(body_slot::<F, O>(top));
+    // SAFETY: per this function's contract; the stack's address was exposed
+    // by `spawn`, which computed the slot from it.
+    unsafe { ptr::drop_in_place(at) }
 }
 
 /// The first Rust frame on every greenlet stack.
@@ -2642,8 +2886,11 @@ where
     F: FnOnce(A) -> Result<O, SwitchError> + 'static,
 {
     let thread = thread_state();
-    let current = current_in(thread);
-    // SAFETY: `current` is this greenlet (the switch made it current).
+    // Not null: the switch that started us made us current.
+    let current = thread.current.get();
+    debug_assert!(!current.is_null());
+    // SAFETY: `current` is this greenlet (the switch made it current), kept
+    // alive by its handles or `held` while it runs.
     let me = unsafe { &*current };
     arrived(me, thread);
     let word: *mut u8 = ptr::with_exposed_provenance_mut(word);
@@ -2660,7 +2907,7 @@ where
         }
     });
     if let Ok(Ok(value)) = &outcome
-        && let Some(target) = final_target::<O>()
+        && let Some(target) = final_target::<O>(me)
     {
         // The usual end: a value for a parent that waits for one. It is
         // copied straight into the body slot, where the receiver reads it
@@ -2673,18 +2920,16 @@ where
         // moved out above, and the value is not read again from `outcome`.
         unsafe { ptr::copy_nonoverlapping(value, body_at.cast::<O>(), 1) };
         core::mem::forget(outcome);
-        finish_value::<O>(target, body_at as usize)
+        finish_value::<O>(thread, me, target, body_at as usize)
     }
     finish::<O>(outcome, body_at as usize)
 }
 
-/// The nearest live ancestor of the running greenlet, if it waits for an
-/// `O`: where a body's return value goes on the fast path.
+/// The nearest live ancestor of `me`, the running greenlet, if it waits for
+/// an `O`: where a body's return value goes on the fast path.
 #[inline(always)]
-fn final_target<O: 'static>() -> Option<*const Inner> {
-    // SAFETY: the running greenlet's record is live.
-    let me = unsafe { &*current_ptr() };
-    let parent = me.parent_ptr();
+fn final_target<O: 'static>(me: &Inner) -> Option<*const Inner> {
+    let parent = me.child_parent_ptr();
     // SAFETY: our parent link keeps the parent alive (only main has no
     // parent, and main never runs `entry`).
     let target = unsafe { (*parent).resolve() };
@@ -2694,31 +2939,36 @@ fn final_target<O: 'static>() -> Option<*const Inner> {
         .then_some(target)
 }
 
-/// Ends the running greenlet whose body returned a value, already moved to
-/// the body slot at the top of our stack: the common case of [`finish`],
-/// when the nearest live ancestor, `target`, waits for an `O` (checked by
-/// the caller with [`final_target`]). The value goes as a tag-3 word
-/// pointing to that slot, which the receiver reads before it reclaims the
-/// stack.
+/// Ends `me`, the running greenlet, whose body returned a value, already
+/// moved to the body slot at the top of our stack: the common case of
+/// [`finish`], when the nearest live ancestor, `target`, waits for an `O`
+/// (checked by the caller with [`final_target`]). The value goes as a tag-3
+/// word pointing to that slot, which the receiver reads before it reclaims
+/// the stack.
 #[inline(always)]
-fn finish_value<O: 'static>(target: *const Inner, body_at: usize) -> ! {
-    let thread = thread_state();
-    let current = current_in(thread);
-    // SAFETY: the running greenlet's record is live.
-    let me = unsafe { &*current };
+fn finish_value<O: 'static>(
+    thread: &ThreadState,
+    me: &Inner,
+    target: *const Inner,
+    body_at: usize,
+) -> ! {
     me.state.set(State::Dead);
-    let slot = body_at as *mut ValueSlot<O>;
+    // Built from the address (exposed by the `as usize` that made
+    // `body_at`) rather than with `map_addr`, so that the compiler sees the
+    // tag and drops the checks `switch_core` makes for other tags.
+    let word: *mut u8 = ptr::with_exposed_provenance_mut(body_at | TAG_FINAL);
     // SAFETY: a dead greenlet is never the target of a switch, so `target`
     // (a live ancestor) differs from us; it waits for an `O` (checked
-    // above), the word is a tag-3 value from a greenlet left dead, and
-    // `drop_in_slot::<O>` drops the value if it is not delivered. Nothing
-    // in this frame needs dropping: it is never resumed.
+    // above), the word is a tag-3 value (a `ValueSlot<O>` at `body_at`)
+    // from a greenlet left dead, and `drop_in_slot::<O>` drops the value if
+    // it is not delivered. Nothing in this frame needs dropping: it is
+    // never resumed.
     unsafe {
         switch_core(
             thread,
-            current,
+            me,
             target,
-            slot.cast::<u8>().map_addr(|a| a | TAG_FINAL),
+            word,
             Event::Switch,
             TypeKey::of::<()>(),
             State::Dead,
@@ -2782,7 +3032,7 @@ fn finish<O: 'static>(
             }
             Err(payload) => set_rare(Rare::Panic(payload)),
         }
-        let parent = me.parent_ptr();
+        let parent = me.child_parent_ptr();
         // SAFETY: our parent link keeps the parent alive.
         let target = unsafe { (*parent).resolve() };
         if last.transfer.kind == Kind::Value {

@@ -240,6 +240,8 @@ pub(crate) struct Slab {
     mapping: Region,
     stride: usize,
     guard_len: usize,
+    /// `stride - guard_len`: a stack's usable size, read on the hot paths.
+    usable: usize,
     slots: usize,
     /// Slots below this index have their guard installed and have been
     /// handed out at least once.
@@ -262,6 +264,7 @@ impl Slab {
             mapping,
             stride,
             guard_len,
+            usable,
             slots,
             carved: Cell::new(0),
         }))
@@ -414,7 +417,7 @@ impl Stack {
     /// ```
     #[inline]
     pub fn len(&self) -> usize {
-        self.slab.stride - self.slab.guard_len
+        self.slab.usable
     }
 
     /// Always false: a stack has at least [`MIN_STACK_SIZE`] usable bytes.

@@ -17,7 +17,7 @@ pub use mmap::{GuardKind, Stack, StackError, StackErrorKind, guard_kind, page_si
 #[cfg(feature = "std")]
 pub use pool::{PoolStats, pool_stats, set_pool_limit, set_release_threshold};
 #[cfg(feature = "std")]
-pub(crate) use pool::{give_back, take};
+pub(crate) use pool::{give_back, take, take_fast};
 
 #[cfg(not(feature = "std"))]
 mod heap;

@@ -53,12 +53,17 @@ struct Pool {
 /// giving back a stack of that size is a few loads and stores, with no
 /// registration check and no `RefCell` borrow.
 ///
-/// Invariants: `slots[..len]` hold stacks (moved in, each owned there), all
-/// of `usable` bytes, and `len` is 0 whenever `usable` is; `usable` is only
-/// made nonzero by `Pool` (so that the thread's `Pool` exists, and its
-/// destructor empties this before the thread ends); `free_total` counts the
-/// stacks here and in every class list. After the pool's teardown, `limit`
-/// and `usable` stay 0: nothing is pooled any more.
+/// Invariants: `len <= HOT_SLOTS`, `slots[..len]` hold stacks (moved in,
+/// each owned there), all of `usable` bytes, and `len` is 0 whenever
+/// `usable` is; `usable` is only made nonzero by `Pool` (so that the
+/// thread's `Pool` exists, and its destructor empties this before the
+/// thread ends); `listed` counts the stacks in every class list (so the
+/// pool holds `len + listed` free stacks, at most `limit`), and `cap` is
+/// `min(HOT_SLOTS, limit - listed)` (0 if `listed >= limit`), kept up to
+/// date by whatever changes `listed` or `limit`: a stack may go to `slots`
+/// while `len < cap`, one compare for both bounds. The fast paths change
+/// only `len`. After the pool's teardown, `limit`, `cap` and `usable` stay
+/// 0: nothing is pooled any more.
 struct Hot {
     /// The size (as requested, before rounding) that `take` last served
     /// from the hot class, 0 if none: a request of this size takes from
@@ -67,7 +72,8 @@ struct Hot {
     /// The usable size of the hot class, 0 if none.
     usable: Cell<usize>,
     len: Cell<usize>,
-    free_total: Cell<usize>,
+    listed: Cell<usize>,
+    cap: Cell<usize>,
     limit: Cell<usize>,
     release_threshold: Cell<usize>,
     slots: [Cell<MaybeUninit<Stack>>; HOT_SLOTS],
@@ -79,9 +85,28 @@ impl Hot {
     fn pop(&self) -> Option<Stack> {
         let len = self.len.get().checked_sub(1)?;
         self.len.set(len);
-        // SAFETY: slots below the old `len` hold stacks; slot `len` is no
-        // longer counted, so its stack is moved out exactly once.
-        Some(unsafe { self.slots[len].replace(MaybeUninit::uninit()).assume_init() })
+        // SAFETY: `len` is below the old `len`, at most `HOT_SLOTS`, so the
+        // index is in bounds; slots below the old `len` hold stacks, and
+        // slot `len` is no longer counted, so its stack is moved out exactly
+        // once.
+        Some(unsafe {
+            self.slots
+                .get_unchecked(len)
+                .replace(MaybeUninit::uninit())
+                .assume_init()
+        })
+    }
+
+    /// Free stacks in the pool, here and in the class lists.
+    fn free_total(&self) -> usize {
+        self.len.get() + self.listed.get()
+    }
+
+    /// Sets the count of listed stacks, and `cap` to match.
+    fn set_listed(&self, listed: usize) {
+        self.listed.set(listed);
+        self.cap
+            .set(HOT_SLOTS.min(self.limit.get().saturating_sub(listed)));
     }
 }
 
@@ -97,7 +122,8 @@ std::thread_local! {
             size: Cell::new(0),
             usable: Cell::new(0),
             len: Cell::new(0),
-            free_total: Cell::new(0),
+            listed: Cell::new(0),
+            cap: Cell::new(if DEFAULT_LIMIT < HOT_SLOTS { DEFAULT_LIMIT } else { HOT_SLOTS }),
             limit: Cell::new(DEFAULT_LIMIT),
             release_threshold: Cell::new(DEFAULT_RELEASE_THRESHOLD),
             slots: [const { Cell::new(MaybeUninit::uninit()) }; HOT_SLOTS],
@@ -137,6 +163,7 @@ impl Pool {
             // (`len` is 0), so each is moved out exactly once.
             let stack = unsafe { slot.replace(MaybeUninit::uninit()).assume_init() };
             self.classes[old].free.push(stack);
+            hot.set_listed(hot.listed.get() + 1);
         }
         self.last = index;
         hot.usable.set(usable);
@@ -153,7 +180,7 @@ impl Drop for Pool {
             hot.limit.set(0);
             hot.usable.set(0);
             hot.size.set(0);
-            hot.free_total.set(0);
+            hot.set_listed(0);
             while hot.pop().is_some() {}
         });
     }
@@ -189,15 +216,13 @@ pub(crate) fn take(size: usize) -> Result<Stack, StackError> {
 
 /// A free stack for a request of the size served last, if `HOT` has one.
 #[inline(always)]
-fn take_fast(size: usize) -> Option<Stack> {
+pub(crate) fn take_fast(size: usize) -> Option<Stack> {
     HOT.try_with(|hot| {
         // `size` is 0 only while `usable` is, when `slots` is empty.
         if hot.size.get() != size {
             return None;
         }
-        let stack = hot.pop()?;
-        hot.free_total.set(hot.free_total.get() - 1);
-        Some(stack)
+        hot.pop()
     })
     .ok()
     .flatten()
@@ -217,9 +242,12 @@ fn take_slow(size: usize) -> Result<Stack, StackError> {
             let index = pool.make_hot(hot, usable);
             hot.size.set(size);
             let class = &mut pool.classes[index];
-            match hot.pop().or_else(|| class.free.pop()) {
+            if let Some(stack) = hot.pop() {
+                return Ok(stack);
+            }
+            match class.free.pop() {
                 Some(stack) => {
-                    hot.free_total.set(hot.free_total.get() - 1);
+                    hot.set_listed(hot.listed.get() - 1);
                     Ok(stack)
                 }
                 None => class.carve(size),
@@ -240,17 +268,16 @@ pub(crate) fn give_back(stack: Stack, deepest: usize) {
     let rest = HOT.try_with(|hot| {
         let len = hot.len.get();
         let top = stack.top().as_ptr() as usize;
-        // Shallow: `top - deepest <= threshold` (always, if `deepest` is at
-        // or above `top`).
-        let shallow = deepest.saturating_add(hot.release_threshold.get()) >= top;
-        if len < HOT_SLOTS
-            && shallow
-            && hot.free_total.get() < hot.limit.get()
-            && stack.len() == hot.usable.get()
-        {
-            hot.slots[len].set(MaybeUninit::new(stack));
+        // Shallow: `top - deepest <= threshold`. A `deepest` of 0 (unknown)
+        // or above `top` (never: a stack is used below its top) wraps or
+        // leaves a large difference, and goes the slow way, which checks.
+        let shallow = top.wrapping_sub(deepest) <= hot.release_threshold.get();
+        // `len < cap` is `len < HOT_SLOTS` and room under the limit.
+        if len < hot.cap.get() && shallow && stack.len() == hot.usable.get() {
+            // SAFETY: `len < cap <= HOT_SLOTS`, so the index is in bounds;
+            // the slot is past `len`, so it holds no stack to overwrite.
+            unsafe { hot.slots.get_unchecked(len) }.set(MaybeUninit::new(stack));
             hot.len.set(len + 1);
-            hot.free_total.set(hot.free_total.get() + 1);
             return None;
         }
         Some(stack)
@@ -266,15 +293,14 @@ fn give_back_slow(stack: Stack, deepest: usize) {
     let _ = POOL.try_with(|pool| {
         let mut pool = pool.borrow_mut();
         HOT.with(|hot| {
-            if hot.free_total.get() >= hot.limit.get() {
+            if hot.free_total() >= hot.limit.get() {
                 return; // `stack` drops here.
             }
             let top = stack.top().as_ptr() as usize;
             let threshold = hot.release_threshold.get();
-            if deepest != 0 && top - deepest > threshold {
+            if deepest != 0 && deepest < top && top - deepest > threshold {
                 stack.release_below(top - threshold);
             }
-            hot.free_total.set(hot.free_total.get() + 1);
             let usable = stack.len();
             let len = hot.len.get();
             if usable == hot.usable.get() {
@@ -284,10 +310,12 @@ fn give_back_slow(stack: Stack, deepest: usize) {
                 } else {
                     let last = pool.last;
                     pool.classes[last].free.push(stack);
+                    hot.set_listed(hot.listed.get() + 1);
                 }
             } else {
                 let index = pool.find_class(usable);
                 pool.classes[index].free.push(stack);
+                hot.set_listed(hot.listed.get() + 1);
             }
         });
     });
@@ -308,20 +336,21 @@ pub fn set_pool_limit(limit: usize) {
         let mut pool = pool.borrow_mut();
         HOT.with(|hot| {
             hot.limit.set(limit);
-            let total = hot.free_total.get();
-            let mut excess = total.saturating_sub(limit);
-            hot.free_total.set(total - excess);
+            let mut excess = hot.free_total().saturating_sub(limit);
             while excess > 0 && hot.pop().is_some() {
                 excess -= 1;
             }
+            let mut listed = hot.listed.get();
             for class in &mut pool.classes {
                 while excess > 0 && class.free.pop().is_some() {
                     excess -= 1;
+                    listed -= 1;
                 }
                 if limit == 0 {
                     class.carving = None;
                 }
             }
+            hot.set_listed(listed);
         });
     });
 }
@@ -370,7 +399,7 @@ pub struct PoolStats {
 /// assert!(stats.mapped >= stats.pooled);
 /// ```
 pub fn pool_stats() -> PoolStats {
-    let pooled = HOT.try_with(|hot| hot.free_total.get()).unwrap_or(0);
+    let pooled = HOT.try_with(Hot::free_total).unwrap_or(0);
     PoolStats {
         mapped: stack_count(),
         pooled,
