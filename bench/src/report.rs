@@ -120,30 +120,67 @@ fn describe_failure(output: &Output) -> String {
     format!("{} ({})", output.status, tail.join(" / "))
 }
 
-/// Runs a `time`-style child and records the row it prints.
-fn collect_timing(results: &mut Results, id: &str, command: &mut Command) {
-    let started = Instant::now();
-    let output = match run_child(command) {
-        Ok(o) => o,
-        Err(e) => return results.note(format!("{id}: {e}")),
-    };
-    let row = result_lines(&output).into_iter().find_map(row_from_fields);
-    match row {
-        Some((row_id, row)) if output.status.success() => {
-            eprintln!(
-                "{row_id:<34} {:>12} {}  [{} .. {}]  ({:.1} s)",
-                format_value(row.summary.median, &row.unit),
-                row.unit,
-                format_value(row.summary.min, &row.unit),
-                format_value(row.summary.max, &row.unit),
-                started.elapsed().as_secs_f64()
-            );
-            results.rows.insert(row_id, row);
+/// Runs the `time`-style children of `jobs` (each measures one run) in
+/// `rounds` rounds, each round running every job once, the order rotated
+/// from one round to the next, and records for each the median, min and max
+/// of its rounds. A burst of load on this shared machine then hits every
+/// implementation alike instead of all the runs of one of them; the ratios
+/// of the report come out of the same stretches of time.
+fn collect_timings(results: &mut Results, jobs: &mut [(String, Command)], rounds: usize) {
+    let mut values: BTreeMap<String, (Vec<f64>, Row)> = BTreeMap::new();
+    let mut failed: BTreeMap<String, String> = BTreeMap::new();
+    for round in 0..rounds {
+        let started = Instant::now();
+        let n = jobs.len();
+        for k in 0..n {
+            let (id, command) = &mut jobs[(round + k) % n];
+            if failed.contains_key(id.as_str()) {
+                continue;
+            }
+            let output = match run_child(command) {
+                Ok(o) => o,
+                Err(e) => {
+                    failed.insert(id.clone(), e);
+                    continue;
+                }
+            };
+            let row = result_lines(&output).into_iter().find_map(row_from_fields);
+            match row {
+                Some((row_id, row)) if output.status.success() => {
+                    let entry = values
+                        .entry(row_id)
+                        .or_insert_with(|| (Vec::new(), row.clone()));
+                    entry.0.push(row.summary.median);
+                    entry.1 = row;
+                }
+                _ => {
+                    failed.insert(
+                        id.clone(),
+                        format!("the measurement failed: {}", describe_failure(&output)),
+                    );
+                }
+            }
         }
-        _ => results.note(format!(
-            "{id}: the measurement failed: {}",
-            describe_failure(&output)
-        )),
+        eprintln!(
+            "round {}/{rounds}: {n} workloads in {:.1} s",
+            round + 1,
+            started.elapsed().as_secs_f64()
+        );
+    }
+    for (id, reason) in failed {
+        results.note(format!("{id}: {reason}"));
+    }
+    for (id, (runs, mut row)) in values {
+        row.summary = Summary::of(&runs);
+        row.runs = runs.len();
+        eprintln!(
+            "{id:<34} {:>12} {}  [{} .. {}]",
+            format_value(row.summary.median, &row.unit),
+            row.unit,
+            format_value(row.summary.min, &row.unit),
+            format_value(row.summary.max, &row.unit),
+        );
+        results.rows.insert(id, row);
     }
 }
 
@@ -401,17 +438,7 @@ pub fn run(options: &Options) -> ExitCode {
         );
     }
     let target = options.target_ms.to_string();
-    let runs = options.runs.to_string();
 
-    eprintln!(
-        "== timed workloads: median of {} runs of ~{} ms each",
-        options.runs, options.target_ms
-    );
-    for workload in ALL {
-        let mut command = Command::new(&exe);
-        command.args(["time", workload.id, "--target-ms", &target, "--runs", &runs]);
-        collect_timing(&mut results, workload.id, &mut command);
-    }
     let python = options.python.as_ref().filter(|p| {
         let usable = p.exists() && options.python_script.exists();
         if !usable {
@@ -423,16 +450,39 @@ pub fn run(options: &Options) -> ExitCode {
         }
         usable
     });
+    // Every timed workload, ours and the Python ones, as a child command
+    // that measures one run.
+    let mut jobs: Vec<(String, Command)> = ALL
+        .iter()
+        .map(|w| {
+            let mut command = Command::new(&exe);
+            command.args(["time", w.id, "--target-ms", &target, "--runs", "1"]);
+            (w.id.to_string(), command)
+        })
+        .collect();
+    if let Some(python) = python {
+        for id in PYTHON_WORKLOADS {
+            let mut command = Command::new(python);
+            command.arg(&options.python_script).args([
+                "time",
+                id,
+                "--target-ms",
+                &target,
+                "--runs",
+                "1",
+            ]);
+            jobs.push((id.to_string(), command));
+        }
+    }
+    eprintln!(
+        "== timed workloads: {} rounds, each running every workload once (~{} ms, in a \
+         rotating order); each figure is the median of its rounds",
+        options.runs, options.target_ms
+    );
+    collect_timings(&mut results, &mut jobs, options.runs);
     match python {
         Some(python) => {
             let script = &options.python_script;
-            for id in PYTHON_WORKLOADS {
-                let mut command = Command::new(python);
-                command
-                    .arg(script)
-                    .args(["time", id, "--target-ms", &target, "--runs", &runs]);
-                collect_timing(&mut results, id, &mut command);
-            }
             match run_child(Command::new(python).arg(script).arg("versions")) {
                 Ok(output) => {
                     for fields in result_lines(&output) {
@@ -502,7 +552,7 @@ pub fn run(options: &Options) -> ExitCode {
         source: source_state(options.lock_file.parent().unwrap_or(Path::new("."))),
         elapsed_s: started.elapsed().as_secs_f64(),
         options_line: format!(
-            "Timed figures: median of {} runs of ~{} ms each; memory and instruction figures: median of {} child processes",
+            "Timed figures: median of {} rounds, each of which runs every workload (ours and the peers') once for ~{} ms, in an order rotated from round to round, so that a burst of load hits them alike; memory and instruction figures: median of {} child processes",
             options.runs, options.target_ms, options.process_runs
         ),
     };
