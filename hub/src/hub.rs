@@ -955,12 +955,25 @@ impl Hub {
         {
             return false;
         }
-        let n = self.busy_rounds.get().wrapping_add(1);
-        if n.is_multiple_of(BUSY_POLL_EVERY) {
+        if self.busy_turn_polls() {
             return false;
         }
-        self.busy_rounds.set(n);
+        self.count_busy_turn();
         true
+    }
+
+    /// Whether the next busy turn is one that looks at I/O.
+    #[inline(always)]
+    fn busy_turn_polls(&self) -> bool {
+        self.busy_rounds
+            .get()
+            .wrapping_add(1)
+            .is_multiple_of(BUSY_POLL_EVERY)
+    }
+
+    #[inline(always)]
+    fn count_busy_turn(&self) {
+        self.busy_rounds.set(self.busy_rounds.get().wrapping_add(1));
     }
 
     /// Whether the earliest live timer is due (what the loop's next turn
@@ -1166,9 +1179,9 @@ impl Hub {
             // timer that is always due (a `sleep(1 ms)` loop on a machine
             // slower than that) starves them. The batch is counted first:
             // the sources are only looked up on the rounds that may poll.
-            let n = self.busy_rounds.get().wrapping_add(1);
-            self.busy_rounds.set(n);
-            if n.is_multiple_of(BUSY_POLL_EVERY) {
+            let polls = self.busy_turn_polls();
+            self.count_busy_turn();
+            if polls {
                 self.busy_poll();
             }
             return;
