@@ -1054,8 +1054,6 @@ unsafe fn switch_core(
             None => return slow_self_delivery(thread, word),
         }
     }
-    // SAFETY: `current` is live (the running greenlet).
-    let cur = unsafe { &*current };
     // SAFETY: `target` is live (held by the caller).
     let tgt = unsafe { &*target };
     // Taken before anything changes: a target without a saved context is
@@ -1064,7 +1062,41 @@ unsafe fn switch_core(
         // SAFETY: the word is undelivered and `drop_value` matches it.
         unsafe { not_resumable(tgt, word, drop_value) }
     };
-    cur.expects.set(expects);
+    // SAFETY: as this function's contract; `to` is `target`'s saved
+    // context, just taken out of its slot.
+    unsafe { resume(thread, current, target, to, word, expects, leaving) }
+}
+
+/// The end of every switch, once the target's saved context `to` has been
+/// taken out of its slot: records how the current greenlet leaves, makes
+/// the target current, hands `word` over, and on resumption returns the
+/// word that resumed us.
+///
+/// # Safety
+///
+/// As for [`switch_core`], with the word final (no tracer to call, no
+/// forwarding left to do), and `to` the saved context of `target`, taken
+/// out of `target.saved` by the caller, so that it is resumed once.
+#[inline(always)]
+unsafe fn resume(
+    thread: &ThreadState,
+    current: *const Inner,
+    target: *const Inner,
+    to: StackPointer,
+    word: *mut u8,
+    expects: TypeKey,
+    leaving: State,
+) -> *mut u8 {
+    // SAFETY: `current` is live (the running greenlet).
+    let cur = unsafe { &*current };
+    // SAFETY: `target` is live (held by the caller).
+    let tgt = unsafe { &*target };
+    // Usually what it waited for last time (a loop that switches the same
+    // types): then nothing to write. Equal `TypeId` pointers mean the same
+    // type, hence the same name.
+    if !ptr::eq(cur.expects.get().id, expects.id) {
+        cur.expects.set(expects);
+    }
     cur.state.set(leaving);
     tgt.state.set(State::Running);
     // Whoever resumes next releases `held` if it holds us, once they have
@@ -1625,6 +1657,58 @@ impl Greenlet {
         if rt::panicking() {
             return Err(SwitchError::Panicking);
         }
+        // The common case, checked with as few tests as possible: a value of
+        // the type this greenlet waits for, no tracer, main already made,
+        // and a saved context to resume. Having one rules out, without
+        // testing them, a dead greenlet (whose saved context is cleared by
+        // whoever its last switch resumed, before any code of ours or of the
+        // user's runs) and the current one (whose context was taken out of
+        // its slot by the switch that resumed it). Anything else takes the
+        // general path, which tests everything again: nothing has changed.
+        let thread = thread_state();
+        let current = thread.current.get();
+        let target = Rc::as_ptr(&self.inner);
+        if !current.is_null() && self.inner.expects.get().is::<T>() && !thread.tracing.get() {
+            // Not `take`n when `None`: the general path finds it as it was.
+            if let Some(to) = self.inner.saved.take() {
+                debug_assert!(target != current);
+                debug_assert!(matches!(
+                    self.inner.state.get(),
+                    State::Suspended | State::Unstarted
+                ));
+                // Moved out by the receiver: never dropped here.
+                let mut slot = ValueSlot(ManuallyDrop::new(value));
+                // SAFETY: `current` is the running greenlet (not null: main
+                // is made), and `target`, held by `self`, is another one:
+                // it had a saved context, which only a suspended or
+                // unstarted greenlet has when this runs (see above), and
+                // `to` is that context, taken out of its slot. It waits for
+                // a `T`, checked above, and no tracer is set. The value is
+                // a tag-0 word from a greenlet left suspended.
+                let word = unsafe {
+                    resume(
+                        thread,
+                        current,
+                        target,
+                        to,
+                        (&raw mut slot).cast(),
+                        TypeKey::of::<R>(),
+                        State::Suspended,
+                    )
+                };
+                // SAFETY: `word` came back from the switch.
+                return unsafe { receive::<R>(word) };
+            }
+        }
+        self.switch_general(value)
+    }
+
+    /// Everything [`switch`](Self::switch) does that its common case does
+    /// not: main to make, a dead or running target, a type mismatch or a
+    /// `Discard` wait, a tracer. Called before anything was changed.
+    #[cold]
+    #[inline(never)]
+    fn switch_general<T: 'static, R: 'static>(&self, value: T) -> Result<R, SwitchError> {
         {
             let thread = thread_state();
             let current = current_in(thread);
