@@ -14,11 +14,14 @@
 //!    (recorded by `B` when it suspended, or its body's argument type);
 //! 2. puts the value in a [`ValueSlot`] on `A`'s stack and passes its address
 //!    through the raw switch (no heap); anything else (an error, an exit, a
-//!    dying greenlet's result) goes as the tagged address of a [`Transfer`];
+//!    dying greenlet's result, or a value sent while `held` holds `A`) goes
+//!    as the tagged address of a [`Transfer`];
 //! 3. in `B`, moves the value out of `A`'s stack, then reclaims `A`'s stack if
 //!    `A` has just died, then, if `held` holds `A`, drops that reference.
 //!    That last step drops `A`'s last handle and makes it exit, which is why
-//!    it happens in `B`, after the switch, as in Python's greenlet.
+//!    it happens in `B`, after the switch, as in Python's greenlet. A plain
+//!    value (step 2's bare address) is only sent while `held` is empty, so
+//!    its receiver looks at nothing but the value.
 //!
 //! # Why exit is an error value and not a forced unwind
 //!
@@ -889,7 +892,9 @@ pub(crate) fn running_guard() -> Option<(usize, usize, usize, u64)> {
 ///
 /// - `0b00`: a [`ValueSlot`] on the sender's stack holding a value of the
 ///   type the receiver waits for (checked by the sender), sent by a live
-///   greenlet. This is the only case an ordinary switch takes.
+///   greenlet while the thread state's `held` is null, so that the receiver
+///   has no reference to release. This is the only case an ordinary switch
+///   takes (with `held` set, the same slot goes as a `Slot` transfer).
 /// - `0b01`: a [`Transfer`] describing anything else.
 /// - `0b10`: a `Box<Rare>` the receiver takes ownership of (a tracer that
 ///   panicked on a transfer that had no room for a payload).
@@ -936,6 +941,11 @@ enum Kind {
     /// `payload` points to a [`Rare`] that lives as long as the sender's
     /// frame (or the final slot of a dying greenlet).
     Rare,
+    /// `payload` points to a [`ValueSlot`] holding a value of the type the
+    /// receiver waits for, as a tag-0 word would, but sent while the thread
+    /// state's `held` holds the sender, which the receiver must release
+    /// (see [`switch_wrapped`]).
+    Slot,
 }
 
 /// The payloads a switch rarely carries, kept out of [`Transfer`] so that it
@@ -1053,6 +1063,22 @@ unsafe fn switch_core(
             Some(t) => target = t,
             None => return slow_self_delivery(thread, word),
         }
+        // The tracer may have dropped the last handle of the current
+        // greenlet, filling `held`.
+        if tag(word) == 0 && !thread.held.get().is_null() {
+            // SAFETY: this function's own contract, with a tag-0 word.
+            return unsafe {
+                switch_wrapped(thread, current, target, word, expects, leaving, drop_value)
+            };
+        }
+    } else if tag(word) == 0 && !thread.held.get().is_null() {
+        // A plain value goes as a tag-0 word only while `held` is empty, so
+        // that its receiver need not look (see `receive`). Tested here,
+        // where the word's tag is still the caller's (known when inlined).
+        // SAFETY: this function's own contract, with a tag-0 word.
+        return unsafe {
+            switch_wrapped(thread, current, target, word, expects, leaving, drop_value)
+        };
     }
     // SAFETY: `target` is live (held by the caller).
     let tgt = unsafe { &*target };
@@ -1063,8 +1089,54 @@ unsafe fn switch_core(
         unsafe { not_resumable(tgt, word, drop_value) }
     };
     // SAFETY: as this function's contract; `to` is `target`'s saved
-    // context, just taken out of its slot.
+    // context, just taken out of its slot, and a tag-0 word goes only while
+    // `held` is empty (checked above).
     unsafe { resume(thread, current, target, to, word, expects, leaving) }
+}
+
+/// The rest of [`switch_core`] for a plain value (a tag-0 word) sent while
+/// the thread state's `held` holds a reference: the value goes as a `Slot`
+/// transfer instead, whose receiver releases `held` (see [`receive`]). The
+/// transfer lives in this frame, which stays put until we are resumed, by
+/// when the receiver has read it.
+///
+/// # Safety
+///
+/// As for [`switch_core`], with a tag-0 word, and the tracer and the
+/// forwarding already done.
+#[cold]
+#[inline(never)]
+unsafe fn switch_wrapped(
+    thread: &ThreadState,
+    current: *const Inner,
+    target: *const Inner,
+    word: *mut u8,
+    expects: TypeKey,
+    leaving: State,
+    drop_value: unsafe fn(*mut u8),
+) -> *mut u8 {
+    // SAFETY: `target` is live (held by the caller).
+    let tgt = unsafe { &*target };
+    // As in `switch_core`.
+    let Some(to) = tgt.saved.take() else {
+        // SAFETY: the word is undelivered and `drop_value` matches it.
+        unsafe { not_resumable(tgt, word, drop_value) }
+    };
+    let mut wrapped = Transfer::new(Kind::Slot, word);
+    // SAFETY: as this function's contract; `to` is `target`'s saved
+    // context, just taken out of its slot; the word is now a transfer (the
+    // value stays in the sender's slot, moved out by the receiver).
+    unsafe {
+        resume(
+            thread,
+            current,
+            target,
+            to,
+            transfer_word(&mut wrapped),
+            expects,
+            leaving,
+        )
+    }
 }
 
 /// The end of every switch, once the target's saved context `to` has been
@@ -1076,7 +1148,9 @@ unsafe fn switch_core(
 ///
 /// As for [`switch_core`], with the word final (no tracer to call, no
 /// forwarding left to do), and `to` the saved context of `target`, taken
-/// out of `target.saved` by the caller, so that it is resumed once.
+/// out of `target.saved` by the caller, so that it is resumed once. A
+/// tag-0 word only while the thread state's `held` is null: its receiver
+/// does not look at `held` (see [`receive`]).
 #[inline(always)]
 unsafe fn resume(
     thread: &ThreadState,
@@ -1179,7 +1253,9 @@ unsafe fn prepare_slow(
         }
         // SAFETY: `word` is live.
         let kind = unsafe { word_kind(word) };
-        if t.state.get() == State::Unstarted && !matches!(kind, Kind::Value | Kind::Discarded) {
+        if t.state.get() == State::Unstarted
+            && !matches!(kind, Kind::Value | Kind::Slot | Kind::Discarded)
+        {
             // An error aimed at an unstarted greenlet kills it without running
             // it and climbs to its parent.
             t.kill_unstarted();
@@ -1273,7 +1349,7 @@ unsafe fn call_tracer(
                         }
                         // SAFETY: the value was put there by the sender and
                         // not taken.
-                        Kind::Value => unsafe { drop_value(transfer.payload) },
+                        Kind::Value | Kind::Slot => unsafe { drop_value(transfer.payload) },
                         Kind::Discarded | Kind::Exit | Kind::Exited => {}
                     }
                 }
@@ -1326,11 +1402,9 @@ unsafe fn receive<R: 'static>(word: *mut u8) -> Result<R, SwitchError> {
     // checked the type), whose value is moved out exactly once, here; the
     // sender's frame is not reused before we switch again.
     let value = unsafe { ptr::read(word.cast::<R>()) };
-    // A tag-0 word comes from a live greenlet: no stack to reclaim.
-    let thread = thread_state();
-    if !thread.held.get().is_null() {
-        release_held(thread);
-    }
+    // A tag-0 word comes from a live greenlet, so there is no stack to
+    // reclaim, and is sent only while `held` is empty (see `resume`), so
+    // there is no reference to release either.
     Ok(value)
 }
 
@@ -1435,6 +1509,10 @@ unsafe fn receive_other<R: 'static>(word: *mut u8) -> Result<R, SwitchError> {
                 Some(value) => Ok(value),
                 None => unreachable!("a value transfer carries a value"),
             },
+            // SAFETY: the sender checked that the slot holds an `R`, which
+            // is moved out exactly once, here; the sender's frame is not
+            // reused before we switch again.
+            Kind::Slot => Ok(unsafe { ptr::read(transfer.payload.cast::<R>()) }),
             Kind::Discarded => discarded::<R>(),
             Kind::Exit => Err(Ok(SwitchError::Exit)),
             Kind::Exited => Err(Ok(SwitchError::Exited)),
@@ -1657,19 +1735,27 @@ impl Greenlet {
         if rt::panicking() {
             return Err(SwitchError::Panicking);
         }
-        // The common case, checked with as few tests as possible: a value of
-        // the type this greenlet waits for, no tracer, main already made,
-        // and a saved context to resume. Having one rules out, without
-        // testing them, a dead greenlet (whose saved context is cleared by
-        // whoever its last switch resumed, before any code of ours or of the
-        // user's runs) and the current one (whose context was taken out of
-        // its slot by the switch that resumed it). Anything else takes the
-        // general path, which tests everything again: nothing has changed.
+        // The common case, checked with as few tests as possible: main
+        // already made, a value of the type this greenlet waits for, no
+        // tracer, `held` empty, and a saved context to resume. Having one
+        // rules out, without testing them, a dead greenlet (a greenlet killed
+        // unstarted or leaked has its saved context cleared as it is marked
+        // dead; one that finished, by the greenlet its last switch resumed,
+        // as soon as that one has read the word, before any other code runs)
+        // and the current one (its context was taken out of its slot by the
+        // switch that resumed it). Anything else takes the general path,
+        // which tests everything again: nothing has changed.
         let thread = thread_state();
         let current = thread.current.get();
         let target = Rc::as_ptr(&self.inner);
-        if !current.is_null() && self.inner.expects.get().is::<T>() && !thread.tracing.get() {
-            // Not `take`n when `None`: the general path finds it as it was.
+        if !current.is_null()
+            && self.inner.expects.get().is::<T>()
+            // One test for both: no tracer, and `held` empty (a plain value
+            // goes as a tag-0 word only then, see `resume`).
+            && (thread.held.get().addr() | usize::from(thread.tracing.get())) == 0
+        {
+            // A `take` that finds `None` leaves `None`: the general path
+            // finds the slot as it was.
             if let Some(to) = self.inner.saved.take() {
                 debug_assert!(target != current);
                 debug_assert!(matches!(
@@ -1684,7 +1770,8 @@ impl Greenlet {
                 // unstarted greenlet has when this runs (see above), and
                 // `to` is that context, taken out of its slot. It waits for
                 // a `T`, checked above, and no tracer is set. The value is
-                // a tag-0 word from a greenlet left suspended.
+                // a tag-0 word from a greenlet left suspended, sent while
+                // `held` is null (checked above).
                 let word = unsafe {
                     resume(
                         thread,
