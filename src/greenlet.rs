@@ -478,8 +478,15 @@ struct ThreadState {
     /// greenlet that made any switch, for the sanitizers). Null otherwise,
     /// and for a delivery that did not switch.
     origin: Cell<*const Inner>,
-    /// Whether a tracer is set: the one branch a switch pays for tracing.
+    /// Whether a tracer is set.
     tracing: Cell<bool>,
+    /// Set when `Greenlet::switch` must not take its fast path for a reason
+    /// that belongs to the thread: a tracer is set, or `current` is null
+    /// (main not made yet, or released at teardown). True whenever
+    /// `current` is null, which the fast path relies on; `set_switch_slow`
+    /// recomputes it wherever `current` becomes null or not, or `tracing`
+    /// changes.
+    switch_slow: Cell<bool>,
     /// Set once this thread's `Teardown` destructor has run.
     torn_down: Cell<bool>,
     /// Dead records kept for reuse, so that creating a greenlet in the
@@ -503,6 +510,12 @@ struct ThreadState {
 }
 
 impl ThreadState {
+    /// Recomputes `switch_slow`, after `current` or `tracing` changed.
+    fn set_switch_slow(&self) {
+        self.switch_slow
+            .set(self.tracing.get() || self.current.get().is_null());
+    }
+
     const fn new() -> ThreadState {
         ThreadState {
             current: Cell::new(ptr::null()),
@@ -510,6 +523,8 @@ impl ThreadState {
             next_id: Cell::new(1),
             origin: Cell::new(ptr::null()),
             tracing: Cell::new(false),
+            // `current` is null.
+            switch_slow: Cell::new(true),
             torn_down: Cell::new(false),
             recycled: Cell::new(ptr::null()),
             recycle_room: Cell::new(RECYCLED_LIMIT),
@@ -564,6 +579,7 @@ fn release_main_if_current(t: &ThreadState) {
     // SAFETY: the running greenlet is live (kept by a handle or `held`).
     if !cur.is_null() && unsafe { (*cur).is_main() } {
         t.current.set(ptr::null());
+        t.set_switch_slow();
         let held = t.held.replace(ptr::null());
         if !held.is_null() {
             debug_assert_eq!(held, cur);
@@ -706,6 +722,7 @@ impl Root {
         // As at the end of a thread: the tracer goes (it may hold greenlet
         // handles), then main and the recycled records.
         self.state.tracing.set(false);
+        self.state.set_switch_slow();
         drop(self.tracer.take());
         tear_down(&self.state);
         let alive = self.state.records.get();
@@ -810,6 +827,7 @@ fn make_main(t: &ThreadState) -> *const Inner {
             main.state.set(State::Running);
             let raw = Rc::into_raw(main);
             t.current.set(raw);
+            t.set_switch_slow();
             t.held.set(raw);
             return raw;
         }
@@ -837,6 +855,7 @@ fn make_main(t: &ThreadState) -> *const Inner {
     t.main.set(rc::Weak::into_raw(Rc::downgrade(&main)));
     let raw = Rc::into_raw(main);
     t.current.set(raw);
+    t.set_switch_slow();
     // Nothing else holds main yet: the thread state keeps it while it runs,
     // and lets it go (making it exit if no handle appeared) when it switches
     // away, as it would any running greenlet whose last handle was dropped.
@@ -1748,12 +1767,13 @@ impl Greenlet {
         let thread = thread_state();
         let current = thread.current.get();
         let target = Rc::as_ptr(&self.inner);
-        if !current.is_null()
-            && self.inner.expects.get().is::<T>()
-            // One test for both: no tracer, and `held` empty (a plain value
-            // goes as a tag-0 word only then, see `resume`).
-            && (thread.held.get().addr() | usize::from(thread.tracing.get())) == 0
+        if self.inner.expects.get().is::<T>()
+            // One test for all three: no tracer and `current` not null (see
+            // `switch_slow`), and `held` empty (a plain value goes as a tag-0
+            // word only then, see `resume`).
+            && (thread.held.get().addr() | usize::from(thread.switch_slow.get())) == 0
         {
+            debug_assert!(!current.is_null());
             // A `take` that finds `None` leaves `None`: the general path
             // finds the slot as it was.
             if let Some(to) = self.inner.saved.take() {
@@ -1764,8 +1784,8 @@ impl Greenlet {
                 ));
                 // Moved out by the receiver: never dropped here.
                 let mut slot = ValueSlot(ManuallyDrop::new(value));
-                // SAFETY: `current` is the running greenlet (not null: main
-                // is made), and `target`, held by `self`, is another one:
+                // SAFETY: `current` is the running greenlet (not null, as
+                // `switch_slow` is clear), and `target`, held by `self`, is another one:
                 // it had a saved context, which only a suspended or
                 // unstarted greenlet has when this runs (see above), and
                 // `to` is that context, taken out of its slot. It waits for
@@ -2659,7 +2679,9 @@ pub fn main_greenlet() -> Greenlet {
 /// # Ok::<(), greenlet::SwitchError>(())
 /// ```
 pub fn settrace(tracer: Option<Tracer>) -> Option<Tracer> {
-    thread_state().tracing.set(tracer.is_some());
+    let thread = thread_state();
+    thread.tracing.set(tracer.is_some());
+    thread.set_switch_slow();
     with_tracer_slot(|slot| slot.replace(tracer)).flatten()
 }
 
