@@ -328,8 +328,9 @@ struct Inner {
     /// What sanitizers need to know about this stack (zero-sized unless the
     /// `asan` feature is on).
     fiber: Fiber,
-    /// The lowest stack pointer seen at this greenlet's switches: how deep
-    /// its stack went, for the pool's page release.
+    /// The lowest stack pointer seen at this greenlet's switches (to begin
+    /// with, its initial frame's): how deep its stack went, for the pool's
+    /// page release.
     low_water: Cell<usize>,
     /// For an unstarted greenlet: the function that drops the body stored at
     /// the top of its stack (given `stack_top`) if it never runs.
@@ -1041,7 +1042,8 @@ impl Event {
 /// The core of every switch, not generic: trace, forward through unstarted
 /// targets for non-values, hand over, and on resumption return the word that
 /// resumed us. `leaving` is the state the current greenlet is left in
-/// (`Suspended`, or `Dead` for a greenlet's last switch).
+/// (`Suspended`, or `Dead` for a greenlet's last switch, whose caller has
+/// already marked it dead).
 ///
 /// # Safety
 ///
@@ -1184,13 +1186,19 @@ unsafe fn resume(
     let cur = unsafe { &*current };
     // SAFETY: `target` is live (held by the caller).
     let tgt = unsafe { &*target };
-    // Usually what it waited for last time (a loop that switches the same
-    // types): then nothing to write. Equal `TypeId` pointers mean the same
-    // type, hence the same name.
-    if !ptr::eq(cur.expects.get().id, expects.id) {
-        cur.expects.set(expects);
+    if leaving == State::Dead {
+        // Our callers marked us dead already (before the tracer could see
+        // us); what a dead greenlet waits for is never read.
+        debug_assert_eq!(cur.state.get(), State::Dead);
+    } else {
+        // Usually what it waited for last time (a loop that switches the
+        // same types): then nothing to write. Equal `TypeId` pointers mean
+        // the same type, hence the same name.
+        if !ptr::eq(cur.expects.get().id, expects.id) {
+            cur.expects.set(expects);
+        }
+        cur.state.set(leaving);
     }
-    cur.state.set(leaving);
     tgt.state.set(State::Running);
     // Whoever resumes next releases `held` if it holds us, once they have
     // read the word. Until then the target is kept by whoever referred to it
@@ -2963,6 +2971,9 @@ where
             body_at as *mut u8,
         )
     };
+    // The first switch resumes this frame: as deep as the stack is so far,
+    // recorded now so that the first switch finds nothing to update.
+    let depth = sp.as_ptr() as usize;
     let id = next_id(t);
     let drop_body: DropBody = drop_body::<F, O>;
     let inner = match record {
@@ -2981,13 +2992,17 @@ where
             r.state.set(State::Unstarted);
             core::mem::forget(r.parent.replace(Some(parent)));
             r.saved.set(Some(sp));
-            r.expects.set(TypeKey::of::<A>());
+            // Often already there: the record's last greenlet took the
+            // same body type (a dying greenlet leaves it as it was).
+            if !ptr::eq(r.expects.get().id, TypeKey::of::<A>().id) {
+                r.expects.set(TypeKey::of::<A>());
+            }
             r.stack_top = top;
             r.stack_len = stack_len;
             r.guard_start = guard.start;
             r.guard_end = guard.end;
             r.fiber = Fiber::new(guard.end, top - guard.end);
-            r.low_water.set(top);
+            r.low_water.set(depth);
             core::mem::forget(r.stack.replace(Some(stack)));
             r.body.set(Some(drop_body));
             rc
@@ -3005,7 +3020,7 @@ where
                 guard_start: guard.start,
                 guard_end: guard.end,
                 fiber: Fiber::new(guard.end, top - guard.end),
-                low_water: Cell::new(top),
+                low_water: Cell::new(depth),
                 stack: Cell::new(Some(stack)),
                 body: Cell::new(Some(drop_body)),
                 next_free: Cell::new(ptr::null()),
