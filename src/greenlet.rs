@@ -308,16 +308,19 @@ enum State {
     Dead,
 }
 
+/// `repr(C)` only to put `saved` first: its address, where the raw switch
+/// saves the context of a greenlet leaving, is then the record's own, with
+/// nothing to add (and `state`, the one byte, last).
+#[repr(C)]
 struct Inner {
-    id: u64,
-    state: Cell<State>,
-    /// Only main has none. A strong reference, as in Python: a child keeps
-    /// its parent alive.
-    parent: Cell<Option<Greenlet>>,
     /// Where the greenlet is suspended (unstarted: its initial frame).
     saved: Cell<Option<StackPointer>>,
     /// What the pending switch (or the unstarted body) accepts.
     expects: Cell<TypeKey>,
+    id: u64,
+    /// Only main has none. A strong reference, as in Python: a child keeps
+    /// its parent alive.
+    parent: Cell<Option<Greenlet>>,
     /// None for main, and once the greenlet is dead.
     stack: Cell<Option<Stack>>,
     /// Copies of the stack geometry, readable from the signal handler.
@@ -338,6 +341,7 @@ struct Inner {
     /// The next record of the thread's recycled list (see `recycle`), while
     /// this one is in it.
     next_free: Cell<*const Inner>,
+    state: Cell<State>,
 }
 
 /// How to drop an unstarted body in place, given the top of its stack.
