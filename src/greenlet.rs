@@ -1797,13 +1797,13 @@ impl Greenlet {
                 // Moved out by the receiver: never dropped here.
                 let mut slot = ValueSlot(ManuallyDrop::new(value));
                 // SAFETY: `current` is the running greenlet (not null, as
-                // `switch_slow` is clear), and `target`, held by `self`, is another one:
-                // it had a saved context, which only a suspended or
-                // unstarted greenlet has when this runs (see above), and
-                // `to` is that context, taken out of its slot. It waits for
-                // a `T`, checked above, and no tracer is set. The value is
-                // a tag-0 word from a greenlet left suspended, sent while
-                // `held` is null (checked above).
+                // `switch_slow` is clear), and `target`, held by `self`, is
+                // another one: it had a saved context, which only a
+                // suspended or unstarted greenlet has when this runs (see
+                // above), and `to` is that context, taken out of its slot.
+                // It waits for a `T`, checked above, and no tracer is set.
+                // The value is a tag-0 word from a greenlet left suspended,
+                // sent while `held` is null (checked above).
                 let word = unsafe {
                     resume(
                         thread,
@@ -1824,7 +1824,9 @@ impl Greenlet {
 
     /// Everything [`switch`](Self::switch) does that its common case does
     /// not: main to make, a dead or running target, a type mismatch or a
-    /// `Discard` wait, a tracer. Called before anything was changed.
+    /// `Discard` wait, a tracer, or `held` set (the value then goes as a
+    /// `Slot` transfer, see `switch_wrapped`). Called before anything was
+    /// changed.
     #[cold]
     #[inline(never)]
     fn switch_general<T: 'static, R: 'static>(&self, value: T) -> Result<R, SwitchError> {
