@@ -14,11 +14,14 @@
 //!    (recorded by `B` when it suspended, or its body's argument type);
 //! 2. puts the value in a [`ValueSlot`] on `A`'s stack and passes its address
 //!    through the raw switch (no heap); anything else (an error, an exit, a
-//!    dying greenlet's result) goes as the tagged address of a [`Transfer`];
+//!    dying greenlet's result, or a value sent while `held` holds `A`) goes
+//!    as the tagged address of a [`Transfer`];
 //! 3. in `B`, moves the value out of `A`'s stack, then reclaims `A`'s stack if
 //!    `A` has just died, then, if `held` holds `A`, drops that reference.
 //!    That last step drops `A`'s last handle and makes it exit, which is why
-//!    it happens in `B`, after the switch, as in Python's greenlet.
+//!    it happens in `B`, after the switch, as in Python's greenlet. A plain
+//!    value (step 2's bare address) is only sent while `held` is empty, so
+//!    its receiver looks at nothing but the value.
 //!
 //! # Why exit is an error value and not a forced unwind
 //!
@@ -305,16 +308,19 @@ enum State {
     Dead,
 }
 
+/// `repr(C)` only to put `saved` first: its address, where the raw switch
+/// saves the context of a greenlet leaving, is then the record's own, with
+/// nothing to add (and `state`, the one byte, last).
+#[repr(C)]
 struct Inner {
-    id: u64,
-    state: Cell<State>,
-    /// Only main has none. A strong reference, as in Python: a child keeps
-    /// its parent alive.
-    parent: Cell<Option<Greenlet>>,
     /// Where the greenlet is suspended (unstarted: its initial frame).
     saved: Cell<Option<StackPointer>>,
     /// What the pending switch (or the unstarted body) accepts.
     expects: Cell<TypeKey>,
+    id: u64,
+    /// Only main has none. A strong reference, as in Python: a child keeps
+    /// its parent alive.
+    parent: Cell<Option<Greenlet>>,
     /// None for main, and once the greenlet is dead.
     stack: Cell<Option<Stack>>,
     /// Copies of the stack geometry, readable from the signal handler.
@@ -325,8 +331,9 @@ struct Inner {
     /// What sanitizers need to know about this stack (zero-sized unless the
     /// `asan` feature is on).
     fiber: Fiber,
-    /// The lowest stack pointer seen at this greenlet's switches: how deep
-    /// its stack went, for the pool's page release.
+    /// The lowest stack pointer seen at this greenlet's switches (to begin
+    /// with, its initial frame's): how deep its stack went, for the pool's
+    /// page release.
     low_water: Cell<usize>,
     /// For an unstarted greenlet: the function that drops the body stored at
     /// the top of its stack (given `stack_top`) if it never runs.
@@ -334,6 +341,7 @@ struct Inner {
     /// The next record of the thread's recycled list (see `recycle`), while
     /// this one is in it.
     next_free: Cell<*const Inner>,
+    state: Cell<State>,
 }
 
 /// How to drop an unstarted body in place, given the top of its stack.
@@ -475,8 +483,15 @@ struct ThreadState {
     /// greenlet that made any switch, for the sanitizers). Null otherwise,
     /// and for a delivery that did not switch.
     origin: Cell<*const Inner>,
-    /// Whether a tracer is set: the one branch a switch pays for tracing.
+    /// Whether a tracer is set.
     tracing: Cell<bool>,
+    /// Set when `Greenlet::switch` must not take its fast path for a reason
+    /// that belongs to the thread: a tracer is set, or `current` is null
+    /// (main not made yet, or released at teardown). True whenever
+    /// `current` is null, which the fast path relies on; `set_switch_slow`
+    /// recomputes it wherever `current` becomes null or not, or `tracing`
+    /// changes.
+    switch_slow: Cell<bool>,
     /// Set once this thread's `Teardown` destructor has run.
     torn_down: Cell<bool>,
     /// Dead records kept for reuse, so that creating a greenlet in the
@@ -500,6 +515,12 @@ struct ThreadState {
 }
 
 impl ThreadState {
+    /// Recomputes `switch_slow`, after `current` or `tracing` changed.
+    fn set_switch_slow(&self) {
+        self.switch_slow
+            .set(self.tracing.get() || self.current.get().is_null());
+    }
+
     const fn new() -> ThreadState {
         ThreadState {
             current: Cell::new(ptr::null()),
@@ -507,6 +528,8 @@ impl ThreadState {
             next_id: Cell::new(1),
             origin: Cell::new(ptr::null()),
             tracing: Cell::new(false),
+            // `current` is null.
+            switch_slow: Cell::new(true),
             torn_down: Cell::new(false),
             recycled: Cell::new(ptr::null()),
             recycle_room: Cell::new(RECYCLED_LIMIT),
@@ -561,6 +584,7 @@ fn release_main_if_current(t: &ThreadState) {
     // SAFETY: the running greenlet is live (kept by a handle or `held`).
     if !cur.is_null() && unsafe { (*cur).is_main() } {
         t.current.set(ptr::null());
+        t.set_switch_slow();
         let held = t.held.replace(ptr::null());
         if !held.is_null() {
             debug_assert_eq!(held, cur);
@@ -703,6 +727,7 @@ impl Root {
         // As at the end of a thread: the tracer goes (it may hold greenlet
         // handles), then main and the recycled records.
         self.state.tracing.set(false);
+        self.state.set_switch_slow();
         drop(self.tracer.take());
         tear_down(&self.state);
         let alive = self.state.records.get();
@@ -807,6 +832,7 @@ fn make_main(t: &ThreadState) -> *const Inner {
             main.state.set(State::Running);
             let raw = Rc::into_raw(main);
             t.current.set(raw);
+            t.set_switch_slow();
             t.held.set(raw);
             return raw;
         }
@@ -834,6 +860,7 @@ fn make_main(t: &ThreadState) -> *const Inner {
     t.main.set(rc::Weak::into_raw(Rc::downgrade(&main)));
     let raw = Rc::into_raw(main);
     t.current.set(raw);
+    t.set_switch_slow();
     // Nothing else holds main yet: the thread state keeps it while it runs,
     // and lets it go (making it exit if no handle appeared) when it switches
     // away, as it would any running greenlet whose last handle was dropped.
@@ -889,7 +916,9 @@ pub(crate) fn running_guard() -> Option<(usize, usize, usize, u64)> {
 ///
 /// - `0b00`: a [`ValueSlot`] on the sender's stack holding a value of the
 ///   type the receiver waits for (checked by the sender), sent by a live
-///   greenlet. This is the only case an ordinary switch takes.
+///   greenlet while the thread state's `held` is null, so that the receiver
+///   has no reference to release. This is the only case an ordinary switch
+///   takes (with `held` set, the same slot goes as a `Slot` transfer).
 /// - `0b01`: a [`Transfer`] describing anything else.
 /// - `0b10`: a `Box<Rare>` the receiver takes ownership of (a tracer that
 ///   panicked on a transfer that had no room for a payload).
@@ -936,6 +965,11 @@ enum Kind {
     /// `payload` points to a [`Rare`] that lives as long as the sender's
     /// frame (or the final slot of a dying greenlet).
     Rare,
+    /// `payload` points to a [`ValueSlot`] holding a value of the type the
+    /// receiver waits for, as a tag-0 word would, but sent while the thread
+    /// state's `held` holds the sender, which the receiver must release
+    /// (see [`switch_wrapped`]).
+    Slot,
 }
 
 /// The payloads a switch rarely carries, kept out of [`Transfer`] so that it
@@ -1012,7 +1046,8 @@ impl Event {
 /// The core of every switch, not generic: trace, forward through unstarted
 /// targets for non-values, hand over, and on resumption return the word that
 /// resumed us. `leaving` is the state the current greenlet is left in
-/// (`Suspended`, or `Dead` for a greenlet's last switch).
+/// (`Suspended`, or `Dead` for a greenlet's last switch, whose caller has
+/// already marked it dead).
 ///
 /// # Safety
 ///
@@ -1053,9 +1088,23 @@ unsafe fn switch_core(
             Some(t) => target = t,
             None => return slow_self_delivery(thread, word),
         }
+        // The tracer may have dropped the last handle of the current
+        // greenlet, filling `held`.
+        if tag(word) == 0 && !thread.held.get().is_null() {
+            // SAFETY: this function's own contract, with a tag-0 word.
+            return unsafe {
+                switch_wrapped(thread, current, target, word, expects, leaving, drop_value)
+            };
+        }
+    } else if tag(word) == 0 && !thread.held.get().is_null() {
+        // A plain value goes as a tag-0 word only while `held` is empty, so
+        // that its receiver need not look (see `receive`). Tested here,
+        // where the word's tag is still the caller's (known when inlined).
+        // SAFETY: this function's own contract, with a tag-0 word.
+        return unsafe {
+            switch_wrapped(thread, current, target, word, expects, leaving, drop_value)
+        };
     }
-    // SAFETY: `current` is live (the running greenlet).
-    let cur = unsafe { &*current };
     // SAFETY: `target` is live (held by the caller).
     let tgt = unsafe { &*target };
     // Taken before anything changes: a target without a saved context is
@@ -1064,8 +1113,96 @@ unsafe fn switch_core(
         // SAFETY: the word is undelivered and `drop_value` matches it.
         unsafe { not_resumable(tgt, word, drop_value) }
     };
-    cur.expects.set(expects);
-    cur.state.set(leaving);
+    // SAFETY: as this function's contract; `to` is `target`'s saved
+    // context, just taken out of its slot, and a tag-0 word goes only while
+    // `held` is empty (checked above).
+    unsafe { resume(thread, current, target, to, word, expects, leaving) }
+}
+
+/// The rest of [`switch_core`] for a plain value (a tag-0 word) sent while
+/// the thread state's `held` holds a reference: the value goes as a `Slot`
+/// transfer instead, whose receiver releases `held` (see [`receive`]). The
+/// transfer lives in this frame, which stays put until we are resumed, by
+/// when the receiver has read it.
+///
+/// # Safety
+///
+/// As for [`switch_core`], with a tag-0 word, and the tracer and the
+/// forwarding already done.
+#[cold]
+#[inline(never)]
+unsafe fn switch_wrapped(
+    thread: &ThreadState,
+    current: *const Inner,
+    target: *const Inner,
+    word: *mut u8,
+    expects: TypeKey,
+    leaving: State,
+    drop_value: unsafe fn(*mut u8),
+) -> *mut u8 {
+    // SAFETY: `target` is live (held by the caller).
+    let tgt = unsafe { &*target };
+    // As in `switch_core`.
+    let Some(to) = tgt.saved.take() else {
+        // SAFETY: the word is undelivered and `drop_value` matches it.
+        unsafe { not_resumable(tgt, word, drop_value) }
+    };
+    let mut wrapped = Transfer::new(Kind::Slot, word);
+    // SAFETY: as this function's contract; `to` is `target`'s saved
+    // context, just taken out of its slot; the word is now a transfer (the
+    // value stays in the sender's slot, moved out by the receiver).
+    unsafe {
+        resume(
+            thread,
+            current,
+            target,
+            to,
+            transfer_word(&mut wrapped),
+            expects,
+            leaving,
+        )
+    }
+}
+
+/// The end of every switch, once the target's saved context `to` has been
+/// taken out of its slot: records how the current greenlet leaves, makes
+/// the target current, hands `word` over, and on resumption returns the
+/// word that resumed us.
+///
+/// # Safety
+///
+/// As for [`switch_core`], with the word final (no tracer to call, no
+/// forwarding left to do), and `to` the saved context of `target`, taken
+/// out of `target.saved` by the caller, so that it is resumed once. A
+/// tag-0 word only while the thread state's `held` is null: its receiver
+/// does not look at `held` (see [`receive`]).
+#[inline(always)]
+unsafe fn resume(
+    thread: &ThreadState,
+    current: *const Inner,
+    target: *const Inner,
+    to: StackPointer,
+    word: *mut u8,
+    expects: TypeKey,
+    leaving: State,
+) -> *mut u8 {
+    // SAFETY: `current` is live (the running greenlet).
+    let cur = unsafe { &*current };
+    // SAFETY: `target` is live (held by the caller).
+    let tgt = unsafe { &*target };
+    if leaving == State::Dead {
+        // Our callers marked us dead already (before the tracer could see
+        // us); what a dead greenlet waits for is never read.
+        debug_assert_eq!(cur.state.get(), State::Dead);
+    } else {
+        // Usually what it waited for last time (a loop that switches the
+        // same types): then nothing to write. Equal `TypeId` pointers mean
+        // the same type, hence the same name.
+        if !ptr::eq(cur.expects.get().id, expects.id) {
+            cur.expects.set(expects);
+        }
+        cur.state.set(leaving);
+    }
     tgt.state.set(State::Running);
     // Whoever resumes next releases `held` if it holds us, once they have
     // read the word. Until then the target is kept by whoever referred to it
@@ -1147,7 +1284,9 @@ unsafe fn prepare_slow(
         }
         // SAFETY: `word` is live.
         let kind = unsafe { word_kind(word) };
-        if t.state.get() == State::Unstarted && !matches!(kind, Kind::Value | Kind::Discarded) {
+        if t.state.get() == State::Unstarted
+            && !matches!(kind, Kind::Value | Kind::Slot | Kind::Discarded)
+        {
             // An error aimed at an unstarted greenlet kills it without running
             // it and climbs to its parent.
             t.kill_unstarted();
@@ -1241,7 +1380,7 @@ unsafe fn call_tracer(
                         }
                         // SAFETY: the value was put there by the sender and
                         // not taken.
-                        Kind::Value => unsafe { drop_value(transfer.payload) },
+                        Kind::Value | Kind::Slot => unsafe { drop_value(transfer.payload) },
                         Kind::Discarded | Kind::Exit | Kind::Exited => {}
                     }
                 }
@@ -1294,11 +1433,9 @@ unsafe fn receive<R: 'static>(word: *mut u8) -> Result<R, SwitchError> {
     // checked the type), whose value is moved out exactly once, here; the
     // sender's frame is not reused before we switch again.
     let value = unsafe { ptr::read(word.cast::<R>()) };
-    // A tag-0 word comes from a live greenlet: no stack to reclaim.
-    let thread = thread_state();
-    if !thread.held.get().is_null() {
-        release_held(thread);
-    }
+    // A tag-0 word comes from a live greenlet, so there is no stack to
+    // reclaim, and is sent only while `held` is empty (see `resume`), so
+    // there is no reference to release either.
     Ok(value)
 }
 
@@ -1403,6 +1540,10 @@ unsafe fn receive_other<R: 'static>(word: *mut u8) -> Result<R, SwitchError> {
                 Some(value) => Ok(value),
                 None => unreachable!("a value transfer carries a value"),
             },
+            // SAFETY: the sender checked that the slot holds an `R`, which
+            // is moved out exactly once, here; the sender's frame is not
+            // reused before we switch again.
+            Kind::Slot => Ok(unsafe { ptr::read(transfer.payload.cast::<R>()) }),
             Kind::Discarded => discarded::<R>(),
             Kind::Exit => Err(Ok(SwitchError::Exit)),
             Kind::Exited => Err(Ok(SwitchError::Exited)),
@@ -1625,6 +1766,70 @@ impl Greenlet {
         if rt::panicking() {
             return Err(SwitchError::Panicking);
         }
+        // The common case, checked with as few tests as possible: main
+        // already made, a value of the type this greenlet waits for, no
+        // tracer, `held` empty, and a saved context to resume. Having one
+        // rules out, without testing them, a dead greenlet (a greenlet killed
+        // unstarted or leaked has its saved context cleared as it is marked
+        // dead; one that finished, by the greenlet its last switch resumed,
+        // as soon as that one has read the word, before any other code runs)
+        // and the current one (its context was taken out of its slot by the
+        // switch that resumed it). Anything else takes the general path,
+        // which tests everything again: nothing has changed.
+        let thread = thread_state();
+        let current = thread.current.get();
+        let target = Rc::as_ptr(&self.inner);
+        if self.inner.expects.get().is::<T>()
+            // One test for all three: no tracer and `current` not null (see
+            // `switch_slow`), and `held` empty (a plain value goes as a tag-0
+            // word only then, see `resume`).
+            && (thread.held.get().addr() | usize::from(thread.switch_slow.get())) == 0
+        {
+            debug_assert!(!current.is_null());
+            // A `take` that finds `None` leaves `None`: the general path
+            // finds the slot as it was.
+            if let Some(to) = self.inner.saved.take() {
+                debug_assert!(target != current);
+                debug_assert!(matches!(
+                    self.inner.state.get(),
+                    State::Suspended | State::Unstarted
+                ));
+                // Moved out by the receiver: never dropped here.
+                let mut slot = ValueSlot(ManuallyDrop::new(value));
+                // SAFETY: `current` is the running greenlet (not null, as
+                // `switch_slow` is clear), and `target`, held by `self`, is
+                // another one: it had a saved context, which only a
+                // suspended or unstarted greenlet has when this runs (see
+                // above), and `to` is that context, taken out of its slot.
+                // It waits for a `T`, checked above, and no tracer is set.
+                // The value is a tag-0 word from a greenlet left suspended,
+                // sent while `held` is null (checked above).
+                let word = unsafe {
+                    resume(
+                        thread,
+                        current,
+                        target,
+                        to,
+                        (&raw mut slot).cast(),
+                        TypeKey::of::<R>(),
+                        State::Suspended,
+                    )
+                };
+                // SAFETY: `word` came back from the switch.
+                return unsafe { receive::<R>(word) };
+            }
+        }
+        self.switch_general(value)
+    }
+
+    /// Everything [`switch`](Self::switch) does that its common case does
+    /// not: main to make, a dead or running target, a type mismatch or a
+    /// `Discard` wait, a tracer, or `held` set (the value then goes as a
+    /// `Slot` transfer, see `switch_wrapped`). Called before anything was
+    /// changed.
+    #[cold]
+    #[inline(never)]
+    fn switch_general<T: 'static, R: 'static>(&self, value: T) -> Result<R, SwitchError> {
         {
             let thread = thread_state();
             let current = current_in(thread);
@@ -2488,7 +2693,9 @@ pub fn main_greenlet() -> Greenlet {
 /// # Ok::<(), greenlet::SwitchError>(())
 /// ```
 pub fn settrace(tracer: Option<Tracer>) -> Option<Tracer> {
-    thread_state().tracing.set(tracer.is_some());
+    let thread = thread_state();
+    thread.tracing.set(tracer.is_some());
+    thread.set_switch_slow();
     with_tracer_slot(|slot| slot.replace(tracer)).flatten()
 }
 
@@ -2770,6 +2977,9 @@ where
             body_at as *mut u8,
         )
     };
+    // The first switch resumes this frame: as deep as the stack is so far,
+    // recorded now so that the first switch finds nothing to update.
+    let depth = sp.as_ptr() as usize;
     let id = next_id(t);
     let drop_body: DropBody = drop_body::<F, O>;
     let inner = match record {
@@ -2788,13 +2998,17 @@ where
             r.state.set(State::Unstarted);
             core::mem::forget(r.parent.replace(Some(parent)));
             r.saved.set(Some(sp));
-            r.expects.set(TypeKey::of::<A>());
+            // Often already there: the record's last greenlet took the
+            // same body type (a dying greenlet leaves it as it was).
+            if !ptr::eq(r.expects.get().id, TypeKey::of::<A>().id) {
+                r.expects.set(TypeKey::of::<A>());
+            }
             r.stack_top = top;
             r.stack_len = stack_len;
             r.guard_start = guard.start;
             r.guard_end = guard.end;
             r.fiber = Fiber::new(guard.end, top - guard.end);
-            r.low_water.set(top);
+            r.low_water.set(depth);
             core::mem::forget(r.stack.replace(Some(stack)));
             r.body.set(Some(drop_body));
             rc
@@ -2812,7 +3026,7 @@ where
                 guard_start: guard.start,
                 guard_end: guard.end,
                 fiber: Fiber::new(guard.end, top - guard.end),
-                low_water: Cell::new(top),
+                low_water: Cell::new(depth),
                 stack: Cell::new(Some(stack)),
                 body: Cell::new(Some(drop_body)),
                 next_free: Cell::new(ptr::null()),

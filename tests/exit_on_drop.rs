@@ -503,6 +503,31 @@ fn a_running_greenlet_whose_last_handle_is_dropped_exits_when_it_switches_away()
 }
 
 #[test]
+fn a_value_sent_while_the_sender_has_no_reference_left_arrives_once() {
+    // With the sender's last reference in the thread state, a value cannot
+    // go the plain way (whose receiver releases nothing): it goes as a
+    // transfer whose receiver moves it out, then releases that reference,
+    // making the sender exit. A value with a destructor must arrive intact,
+    // moved out once, and not be dropped by the sender.
+    let main = getcurrent();
+    let d = Greenlet::new(|()| Ok(()));
+    d.switch::<(), ()>(()).unwrap();
+    let (dropped, guard) = flag();
+    let d_in_g = d.clone();
+    let g = Greenlet::new(move |()| {
+        let _guard = guard;
+        d_in_g.set_parent(&main).unwrap(); // g's last reference is now `current`
+        main.switch::<String, ()>("sent ".repeat(3))?;
+        Ok(())
+    });
+    d.set_parent(&g).unwrap();
+    drop(g);
+    let got = d.switch::<(), String>(()); // dead d -> g (unstarted): starts it
+    assert_eq!(got.unwrap(), "sent sent sent ");
+    assert!(dropped.get(), "the sender did not exit");
+}
+
+#[test]
 fn nested_exits_run_inner_cleanup_first() {
     // outer holds the last handle to inner on its stack: outer's exit drops
     // it, which makes inner exit from inside outer's exit, with outer as

@@ -401,3 +401,40 @@ fn a_tracer_may_remove_or_replace_itself() {
     assert_eq!(calls.get(), 1);
     assert!(gettrace().is_none());
 }
+
+#[test]
+fn a_tracer_that_drops_the_senders_last_handle_lets_its_value_arrive_once() {
+    // The tracer drops the last handle of the greenlet that is switching
+    // away with a value: the thread state then holds its last reference, so
+    // the value goes by the route whose receiver releases it (and makes the
+    // sender exit), and must arrive intact, moved out once.
+    let _guard = TraceGuard;
+    let main = getcurrent();
+    let d = Greenlet::new(|()| Ok(()));
+    d.switch::<(), ()>(()).unwrap();
+    let slot: Rc<RefCell<Option<Greenlet>>> = Rc::new(RefCell::new(None));
+    let exited = Rc::new(std::cell::Cell::new(false));
+    let seen = exited.clone();
+    let d_in_g = d.clone();
+    let g = Greenlet::new(move |()| {
+        d_in_g.set_parent(&main).unwrap(); // only the slot holds g now
+        let r = main.switch::<String, ()>("value ".repeat(2));
+        seen.set(r.as_ref().is_err_and(SwitchError::is_exit));
+        r
+    });
+    let g_id = g.id();
+    d.set_parent(&g).unwrap();
+    *slot.borrow_mut() = Some(g);
+    let in_tracer = slot.clone();
+    settrace(Some(Rc::new(
+        move |_: Event, origin: &Greenlet, target: &Greenlet| {
+            if origin.id() == g_id && target.is_main() {
+                drop(in_tracer.borrow_mut().take());
+            }
+        },
+    )));
+    let got = d.switch::<(), String>(()); // dead d -> g (unstarted): starts it
+    assert_eq!(got.unwrap(), "value value ");
+    assert!(slot.borrow().is_none());
+    assert!(exited.get(), "the sender did not exit");
+}
