@@ -2797,6 +2797,7 @@ impl Builder {
     /// assert_eq!(g.parent(), Some(p));
     /// # Ok::<(), greenlet::Error>(())
     /// ```
+    #[inline]
     pub fn parent(mut self, parent: &Greenlet) -> Builder {
         self.parent = Some(parent.clone());
         self
