@@ -91,6 +91,21 @@ fn sleep_zero_alone_still_fires_timers_and_hears_other_threads() {
 }
 
 #[test]
+fn a_timeout_interrupts_a_lone_sleep_zero_loop() {
+    // The shortcut of a lone `sleep(ZERO)` must not skip a `Timeout` scope:
+    // the loop ends with the scope's error, not never (the guard only
+    // catches a hang).
+    let guard = Instant::now() + Duration::from_secs(20);
+    let outcome = greenlet_hub::with_timeout(ms(2), || -> Result<(), Error> {
+        loop {
+            sleep(Duration::ZERO)?;
+            assert!(Instant::now() < guard, "the timeout never fired");
+        }
+    });
+    assert!(matches!(outcome, Ok(None)), "{outcome:?}");
+}
+
+#[test]
 fn timers_fire_in_deadline_order_and_ties_in_creation_order() {
     let log = Log::new();
     let mut tasks = Vec::new();
