@@ -475,23 +475,8 @@ fn a_running_greenlet_whose_last_handle_is_dropped_exits_when_it_switches_away()
     assert!(dropped.get());
     assert_eq!(*seen.borrow(), ["Err(Exit)"]);
 
-    // Now with no reference left but the running one: main reaches g only
-    // through the parent link of a dead greenlet d, which g then cuts.
-    let main = getcurrent();
-    let d = Greenlet::new(|()| Ok(()));
-    d.switch::<(), ()>(()).unwrap();
-    let (dropped, guard) = flag();
-    let d_in_g = d.clone();
-    let g = Greenlet::new(move |()| {
-        let _guard = guard;
-        d_in_g.set_parent(&main).unwrap(); // g's last reference is now `current`
-        main.switch::<u32, ()>(9)?;
-        Ok(())
-    });
-    d.set_parent(&g).unwrap();
-    drop(g);
-    assert!(!dropped.get());
-    let got = d.switch::<(), u32>(()); // dead d -> its live ancestor g (unstarted): starts it
+    // Now with no reference left but the running one.
+    let (got, dropped, d) = send_with_no_reference_left(9u32);
     // The value arrived, and the greenlet, whose last reference was the one
     // its switch released, has exited.
     assert_eq!(got.unwrap(), 9);
@@ -502,13 +487,13 @@ fn a_running_greenlet_whose_last_handle_is_dropped_exits_when_it_switches_away()
     assert_eq!(d.parent(), Some(getcurrent()));
 }
 
-#[test]
-fn a_value_sent_while_the_sender_has_no_reference_left_arrives_once() {
-    // With the sender's last reference in the thread state, a value cannot
-    // go the plain way (whose receiver releases nothing): it goes as a
-    // transfer whose receiver moves it out, then releases that reference,
-    // making the sender exit. A value with a destructor must arrive intact,
-    // moved out once, and not be dropped by the sender.
+/// Has a greenlet `g` switch `value` to main while its only reference is
+/// the running one: main reaches `g` only through the parent link of a dead
+/// greenlet `d`, which `g` cuts before it switches. Returns what main
+/// received, the flag set when `g`'s cleanup ran, and `d`.
+fn send_with_no_reference_left<T: 'static>(
+    value: T,
+) -> (Result<T, SwitchError>, Rc<Cell<bool>>, Greenlet) {
     let main = getcurrent();
     let d = Greenlet::new(|()| Ok(()));
     d.switch::<(), ()>(()).unwrap();
@@ -517,12 +502,24 @@ fn a_value_sent_while_the_sender_has_no_reference_left_arrives_once() {
     let g = Greenlet::new(move |()| {
         let _guard = guard;
         d_in_g.set_parent(&main).unwrap(); // g's last reference is now `current`
-        main.switch::<String, ()>("sent ".repeat(3))?;
+        main.switch::<T, ()>(value)?;
         Ok(())
     });
     d.set_parent(&g).unwrap();
     drop(g);
-    let got = d.switch::<(), String>(()); // dead d -> g (unstarted): starts it
+    assert!(!dropped.get());
+    let got = d.switch::<(), T>(()); // dead d -> its live ancestor g (unstarted): starts it
+    (got, dropped, d)
+}
+
+#[test]
+fn a_value_sent_while_the_sender_has_no_reference_left_arrives_once() {
+    // With the sender's last reference in the thread state, a value cannot
+    // go the plain way (whose receiver releases nothing): it goes as a
+    // transfer whose receiver moves it out, then releases that reference,
+    // making the sender exit. A value with a destructor must arrive intact,
+    // moved out once, and not be dropped by the sender.
+    let (got, dropped, _d) = send_with_no_reference_left("sent ".repeat(3));
     assert_eq!(got.unwrap(), "sent sent sent ");
     assert!(dropped.get(), "the sender did not exit");
 }
