@@ -639,6 +639,9 @@ const COMPARISONS: &[(&str, &str)] = &[
     ("hub-sleep0/greenlet-hub", "hub-sleep0/gevent"),
     ("hub-sleep0-pair/greenlet-hub", "hub-sleep0-pair/gevent"),
     ("hub-spawn-join/greenlet-hub", "hub-spawn-join/gevent"),
+    ("hub-sleep0/greenlet-hub", "hub-sleep0/tokio"),
+    ("hub-sleep0-pair/greenlet-hub", "hub-sleep0-pair/tokio"),
+    ("hub-spawn-join/greenlet-hub", "hub-spawn-join/tokio"),
     ("hub-spawn-join/greenlet-hub", "hub-spawn-join/may"),
     ("mem-10000/greenlet-16k", "mem-10000/corosensei-16k"),
     ("mem-10000/greenlet-16k", "mem-10000/python-greenlet"),
@@ -990,11 +993,14 @@ fn render_markdown(results: &Results, context: &Context) -> String {
         &["drop-suspended/greenlet"],
     );
     out.push_str(
-        "## Hub (greenlet-hub) against gevent and may\n\nNanoseconds: `sleep(0)` from main with \
-         nothing else ready (gevent goes to its hub and back; ours counts the hub's turn in place \
-         and goes to the hub every 32nd call, to look at I/O), a round of two greenlets \
-         alternating `sleep(0)` (each call hands over through the hub, for both), and spawning an \
-         empty task and joining it.\n\n",
+        "## Hub (greenlet-hub) against gevent, tokio and may\n\nNanoseconds: `sleep(0)` from main \
+         with nothing else ready (gevent goes to its hub and back; ours counts the hub's turn in \
+         place and goes to the hub every 32nd call, to look at I/O; tokio's `yield_now` from a \
+         task on a current-thread runtime polls its I/O driver, an `epoll_wait`, every time), a \
+         round of two greenlets (tokio: tasks) alternating `sleep(0)` (each call hands over \
+         through the hub, for all of them), and spawning an empty task and joining it. tokio runs \
+         each loop in a spawned task on a current-thread runtime with its I/O and time drivers \
+         on, as a hub always has them.\n\n",
     );
     timing_table(
         &mut out,

@@ -159,6 +159,24 @@ pub const ALL: &[Workload] = &[
         callgrind: Some(20_000),
     },
     Workload {
+        id: "hub-sleep0/tokio",
+        what: "`tokio::task::yield_now().await` in a task on a current-thread runtime (I/O and time drivers on), nothing else ready: tokio polls its I/O driver (`epoll_wait`) at every yield",
+        timed: hub_sleep0_tokio,
+        callgrind: Some(50_000),
+    },
+    Workload {
+        id: "hub-sleep0-pair/tokio",
+        what: "two tasks alternate `yield_now().await` on a current-thread runtime (two calls a round)",
+        timed: hub_sleep0_pair_tokio,
+        callgrind: Some(20_000),
+    },
+    Workload {
+        id: "hub-spawn-join/tokio",
+        what: "`tokio::spawn(async {}).await` in a task on a current-thread runtime: a task run and joined",
+        timed: hub_spawn_join_tokio,
+        callgrind: Some(20_000),
+    },
+    Workload {
         id: "hub-spawn-join/may",
         what: "`spawn` + `join` of an empty coroutine, from a coroutine on one worker (pooled)",
         timed: create_may,
@@ -575,6 +593,65 @@ fn hub_spawn_join(iterations: u64) -> Duration {
         greenlet_hub::spawn(|| Ok(())).get(None).expect("task");
     }
     start.elapsed()
+}
+
+/// The runtime tokio's hub rows run on: current-thread, with the I/O and
+/// time drivers that a hub always has (tokio polls them every 61 tasks, and
+/// whenever a task yields with `yield_now`).
+fn tokio_current_thread() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+}
+
+/// Runs `body` as a task spawned on a fresh current-thread runtime, where
+/// application code on tokio runs (rather than in the `block_on` future).
+fn in_tokio_task(body: impl std::future::Future<Output = Duration> + 'static + Send) -> Duration {
+    let runtime = tokio_current_thread();
+    let task = runtime.spawn(body);
+    runtime.block_on(task).expect("the timed task")
+}
+
+fn hub_sleep0_tokio(iterations: u64) -> Duration {
+    in_tokio_task(async move {
+        tokio::task::yield_now().await;
+        let start = Instant::now();
+        for _ in 0..iterations {
+            tokio::task::yield_now().await;
+        }
+        start.elapsed()
+    })
+}
+
+fn hub_sleep0_pair_tokio(iterations: u64) -> Duration {
+    in_tokio_task(async move {
+        let other = tokio::spawn(async move {
+            for _ in 0..iterations {
+                tokio::task::yield_now().await;
+            }
+        });
+        // The task starts and yields before the clock starts.
+        tokio::task::yield_now().await;
+        let start = Instant::now();
+        for _ in 0..iterations {
+            tokio::task::yield_now().await;
+        }
+        let elapsed = start.elapsed();
+        other.await.expect("task");
+        elapsed
+    })
+}
+
+fn hub_spawn_join_tokio(iterations: u64) -> Duration {
+    in_tokio_task(async move {
+        tokio::spawn(async {}).await.expect("task");
+        let start = Instant::now();
+        for _ in 0..iterations {
+            tokio::spawn(async {}).await.expect("task");
+        }
+        start.elapsed()
+    })
 }
 
 fn create_may(iterations: u64) -> Duration {
