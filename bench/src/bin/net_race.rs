@@ -15,8 +15,9 @@
 //! its clients on the same runtime: hub on one thread, tokio's
 //! current-thread runtime, may with one worker, gevent. For two cores: two
 //! hubs on two threads sharing the port (`SO_REUSEPORT`), tokio's
-//! multi-thread runtime with 2 workers, may with 2 workers, gevent in two
-//! processes sharing the port.
+//! multi-thread runtime with 2 workers, `tokio-ct` (two tokio
+//! current-thread runtimes on two threads sharing the port, the hubs'
+//! design), may with 2 workers, gevent in two processes sharing the port.
 //!
 //! ```text
 //! net_race report [--runs N] [--ms MS] [--wrk-secs S] [--python PATH] [--md PATH] [--quick]
@@ -37,6 +38,9 @@ use std::time::{Duration, Instant};
 const RESPONSE: &[u8] =
     b"HTTP/1.1 200 OK\r\nContent-Length: 13\r\nContent-Type: text/plain\r\n\r\nHello, World!";
 const IMPLS: [&str; 3] = ["hub", "tokio", "may"];
+/// HTTP on two cores adds `tokio-ct`, tokio in the hubs' design; on one
+/// core it would be the `tokio` row again (one current-thread runtime).
+const IMPLS_2_CORES: [&str; 4] = ["hub", "tokio", "tokio-ct", "may"];
 const BUF: usize = 64 * 1024;
 
 fn main() -> ExitCode {
@@ -91,8 +95,6 @@ fn per_round_trip(elapsed: Duration, round_trips: u64) -> f64 {
     elapsed.as_secs_f64() * 1e6 / round_trips.max(1) as f64
 }
 
-/// How many complete requests (`\r\n\r\n`-terminated heads) `pending`
-/// holds; drops them from it.
 /// Runs the echo clients `runs` times for `run_for` each, after one
 /// warm-up run: `round` starts them with the deadline of the run and
 /// returns the round trips they made in all. Microseconds per round trip,
@@ -128,6 +130,8 @@ fn round_trips<S: Read + Write>(s: &mut S, size: usize, deadline: Instant) -> st
     Ok(n)
 }
 
+/// How many complete requests (`\r\n\r\n`-terminated heads) `pending`
+/// holds; drops them from it.
 fn take_requests(pending: &mut Vec<u8>) -> usize {
     let mut count = 0;
     let mut start = 0;
@@ -249,7 +253,7 @@ fn announce(addr: SocketAddr) {
 mod tokio_impl {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    use tokio::net::{TcpListener, TcpStream};
+    use tokio::net::{TcpListener, TcpSocket, TcpStream};
 
     type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
@@ -326,6 +330,13 @@ mod tokio_impl {
         }
     }
 
+    /// Accepts until the listener fails, a task per connection.
+    async fn accept_http(listener: TcpListener) {
+        while let Ok((conn, _)) = listener.accept().await {
+            tokio::spawn(http_conn(conn));
+        }
+    }
+
     pub fn http(threads: usize) -> Res<()> {
         let rt = if threads == 1 {
             tokio::runtime::Builder::new_current_thread()
@@ -340,14 +351,70 @@ mod tokio_impl {
         rt.block_on(async move {
             let listener = TcpListener::bind("127.0.0.1:0").await?;
             announce(listener.local_addr()?);
-            tokio::spawn(async move {
-                while let Ok((conn, _)) = listener.accept().await {
-                    tokio::spawn(http_conn(conn));
-                }
-            });
+            tokio::spawn(accept_http(listener));
             tokio::task::spawn_blocking(wait_for_stdin_close).await?;
             Ok(())
         })
+    }
+
+    /// `tokio-ct`: the hubs' `serve_on_threads` design with tokio, one
+    /// current-thread runtime on each of `threads` threads, each accepting
+    /// on a listener of its own, all bound to one port with `SO_REUSEPORT`.
+    /// The kernel spreads the connections over the listeners and each
+    /// stays on its thread for good, as with the hubs; the multi-thread
+    /// runtime (`http`) instead balances its tasks over its workers.
+    pub fn http_per_thread(threads: usize) -> Res<()> {
+        let threads = threads.max(1);
+        // Bind every socket here, as `serve_on_threads` does, the first
+        // to learn the port (`SO_REUSEADDR` too, as the hubs' and mio's
+        // listeners have it).
+        let mut addr: SocketAddr = "127.0.0.1:0".parse()?;
+        let mut sockets = Vec::new();
+        for _ in 0..threads {
+            let socket = TcpSocket::new_v4()?;
+            socket.set_reuseaddr(true)?;
+            socket.set_reuseport(true)?;
+            socket.bind(addr)?;
+            addr = socket.local_addr()?;
+            sockets.push(socket);
+        }
+        let (listening, ready) = std::sync::mpsc::channel();
+        for socket in sockets {
+            let listening = listening.clone();
+            std::thread::spawn(move || {
+                // A tokio listener registers with the runtime it is made
+                // in: this thread's. Backlog 1024, the hubs' and gevent's
+                // (tokio's `TcpListener::bind` takes std's 128; wrk's 50
+                // connections fit in either).
+                let started = tokio::runtime::Builder::new_current_thread()
+                    .enable_io()
+                    .build()
+                    .and_then(|rt| {
+                        let listener = {
+                            let _in = rt.enter();
+                            socket.listen(1024)?
+                        };
+                        Ok((rt, listener))
+                    });
+                match started {
+                    Ok((rt, listener)) => {
+                        let _ = listening.send(Ok(()));
+                        rt.block_on(accept_http(listener));
+                    }
+                    Err(e) => {
+                        let _ = listening.send(Err(e));
+                    }
+                }
+            });
+        }
+        drop(listening);
+        for _ in 0..threads {
+            ready.recv()??;
+        }
+        announce(addr);
+        // Returning ends the process, and the serving threads with it.
+        wait_for_stdin_close();
+        Ok(())
     }
 }
 
@@ -435,6 +502,7 @@ fn http_cmd(imp: &str, threads: &str) -> Result<(), String> {
     match imp {
         "hub" => hub::http(threads).map_err(|e| e.to_string()),
         "tokio" => tokio_impl::http(threads).map_err(|e| e.to_string()),
+        "tokio-ct" => tokio_impl::http_per_thread(threads).map_err(|e| e.to_string()),
         "may" => may_impl::http(threads).map_err(|e| e.to_string()),
         other => Err(format!("unknown IMPL {other}")),
     }
@@ -562,7 +630,7 @@ fn report(options: &[&str]) -> Result<(), String> {
         let mut cells = Vec::new();
         for ((imp, _), v) in commands.iter().zip(values) {
             let f = figure(v);
-            eprintln!("{name:<14} {imp:<7} {}", show(f, "us"));
+            eprintln!("{name:<14} {imp:<8} {}", show(f, "us"));
             cells.push((imp.clone(), f));
         }
         rows.push((
@@ -577,9 +645,13 @@ fn report(options: &[&str]) -> Result<(), String> {
     if wrk.is_none() {
         eprintln!("net_race: wrk is not installed (apt-get install -y wrk): HTTP skipped");
     }
-    for (name, threads) in [("http/1 core", 1usize), ("http/2 cores", 2)] {
+    let https = [
+        ("http/1 core", 1usize, &IMPLS[..]),
+        ("http/2 cores", 2, &IMPLS_2_CORES[..]),
+    ];
+    for (name, threads, impls) in https {
         let Some(wrk) = &wrk else { break };
-        let mut commands: Vec<(String, Command)> = IMPLS
+        let mut commands: Vec<(String, Command)> = impls
             .iter()
             .map(|imp| {
                 let mut cmd = Command::new(&me);
@@ -630,7 +702,7 @@ fn report(options: &[&str]) -> Result<(), String> {
             }
             let (r, c) = (figure(r), figure(c));
             eprintln!(
-                "{name:<14} {imp:<7} {}; server CPU {}",
+                "{name:<14} {imp:<8} {}; server CPU {}",
                 show(r, "req/s"),
                 show(c, "us/req")
             );
@@ -831,8 +903,10 @@ fn markdown(
     md.push_str(
         "Setups. One core: hub on one thread; tokio `current_thread`; may with 1 worker; gevent in one \
          process. Two cores: two hubs on two threads sharing the port (`SO_REUSEPORT`, \
-         `serve_on_threads`); tokio multi-thread with 2 workers; may with 2 workers; gevent in two \
-         processes sharing the port. Echo: server and clients in the same process and runtime, \
+         `serve_on_threads`); tokio multi-thread with 2 workers; tokio-ct (HTTP only): two tokio \
+         `current_thread` runtimes on two threads, each with its own listener on the port \
+         (`SO_REUSEPORT`), the hubs' design; may with 2 workers; gevent in two processes sharing \
+         the port. Echo: server and clients in the same process and runtime, \
          `TCP_NODELAY` on both ends. On this 2-core machine `wrk` itself needs a core, so the \
          two-core HTTP figures share the CPUs with the load generator.\n\n",
     );
@@ -902,7 +976,10 @@ fn markdown(
     }
     md.push_str(
         "\n\"hub's advantage\" is the peer's median over the hub's for times, the hub's over the \
-         peer's for requests per second: above 1× the hub is ahead. \"server CPU\" is the \
+         peer's for requests per second: above 1× the hub is ahead. On two cores, the hub's \
+         advantage over tokio-ct compares one design on both runtimes (a runtime per thread, \
+         each connection kept by the thread whose listener took it); over tokio, it is against a \
+         scheduler that moves tasks between its workers. \"server CPU\" is the \
          server process's user + system time (from /proc, gevent's second process included) \
          divided by the requests wrk completed: it depends less on how busy the machine is than \
          requests per second do.\n\nMost of an echo round trip or an HTTP request is the kernel's \
