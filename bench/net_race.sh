@@ -2,7 +2,8 @@
 # bench/net_race.sh: the network race, side by side in one run:
 # greenlet-hub, tokio (current-thread; for two cores, 2 workers, and two
 # current-thread runtimes sharing the port), may (1 and 2 workers) and
-# gevent, on loopback only. Writes bench/NET_RESULTS.md.
+# gevent, on loopback only, beside a floor (raw-mio: the same workloads on
+# bare mio, no runtime, the lower bound). Writes bench/NET_RESULTS.md.
 #
 #   bench/net_race.sh              the full race (a few minutes)
 #   bench/net_race.sh --quick      a fast pass to check the pipeline (figures not quotable)

@@ -19,6 +19,11 @@
 //! current-thread runtimes on two threads sharing the port, the hubs'
 //! design), may with 2 workers, gevent in two processes sharing the port.
 //!
+//! `raw-mio` is the floor, not a competitor: the echo and one-core HTTP
+//! workloads written straight on mio, no runtime, with only the system
+//! calls a readiness-based runtime would at best make (module `raw_mio`).
+//! It measures the kernel's loopback TCP path, which bounds them all.
+//!
 //! ```text
 //! net_race report [--runs N] [--ms MS] [--wrk-secs S] [--python PATH] [--md PATH] [--quick]
 //! net_race echo IMPL CONNS SIZE MS RUNS    one runtime's echo runs (µs per round trip)
@@ -37,9 +42,12 @@ use std::time::{Duration, Instant};
 
 const RESPONSE: &[u8] =
     b"HTTP/1.1 200 OK\r\nContent-Length: 13\r\nContent-Type: text/plain\r\n\r\nHello, World!";
-const IMPLS: [&str; 3] = ["hub", "tokio", "may"];
+/// Echo and HTTP on one core; `raw-mio` (the floor) right after the hub,
+/// which it bounds.
+const IMPLS: [&str; 4] = ["hub", "raw-mio", "tokio", "may"];
 /// HTTP on two cores adds `tokio-ct`, tokio in the hubs' design; on one
 /// core it would be the `tokio` row again (one current-thread runtime).
+/// The floor is one thread: no two-core row.
 const IMPLS_2_CORES: [&str; 4] = ["hub", "tokio", "tokio-ct", "may"];
 const BUF: usize = 64 * 1024;
 
@@ -82,6 +90,7 @@ fn echo_cmd(imp: &str, conns: &str, size: &str, ms: &str, runs: &str) -> Result<
         "hub" => hub::echo(conns, size, run_for, runs).map_err(|e| e.to_string()),
         "tokio" => tokio_impl::echo(conns, size, run_for, runs).map_err(|e| e.to_string()),
         "may" => may_impl::echo(conns, size, run_for, runs).map_err(|e| e.to_string()),
+        "raw-mio" => raw_mio::echo(conns, size, run_for, runs).map_err(|e| e.to_string()),
         other => return Err(format!("unknown IMPL {other}")),
     }
     .map_err(|e| format!("{imp} echo: {e}"))?;
@@ -243,6 +252,15 @@ fn wait_for_stdin_close() {
     let mut sink = Vec::new();
     let _ = std::io::stdin().read_to_end(&mut sink);
     STDIN_CLOSED.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// An implementation's name in the report: the floor says what it is.
+fn label(imp: &str) -> &str {
+    if imp == "raw-mio" {
+        "raw mio (floor)"
+    } else {
+        imp
+    }
 }
 
 fn announce(addr: SocketAddr) {
@@ -497,6 +515,409 @@ mod may_impl {
     }
 }
 
+/// `raw-mio`, the floor: the same workloads written straight on mio, with
+/// no runtime. One thread, one `Poll`, a hand-written state machine per
+/// connection, every socket registered once for both directions
+/// (edge-triggered), nothing allocated per operation. It makes only the
+/// system calls a readiness-based runtime would at best make (per echo
+/// round trip two sends, two reads and two `epoll_wait`s), so it is the
+/// lower bound of any of them on this kernel, not a competitor.
+mod raw_mio {
+    use super::*;
+    use mio::event::Event;
+    use mio::net::{TcpListener, TcpStream};
+    use mio::{Events, Interest, Poll, Registry, Token, Waker};
+    use std::io;
+
+    const LISTENER: Token = Token(0);
+    const WAKER: Token = Token(1);
+    /// Slot `i` of a `Slab` has `Token(FIRST + i)`.
+    const FIRST: usize = 2;
+
+    /// One byte more than the largest echo message: a read that brings a
+    /// whole message is then short, so known to have drained the socket
+    /// without a read more that says `WouldBlock` (the hub learns as much
+    /// from `TCP_INQ`).
+    const READ_BUF: usize = BUF + 1;
+
+    /// A stream and what the calls so far learned of it. The floor's rule:
+    /// a read that returns less than its buffer drained the socket, a write
+    /// that takes less than it was given filled it; either then waits for
+    /// the next event rather than make a call that would only say
+    /// `WouldBlock`. Edge-triggered epoll raises a new event for anything
+    /// that comes after the call.
+    struct Edge {
+        stream: TcpStream,
+        readable: bool,
+        writable: bool,
+    }
+
+    impl Edge {
+        /// Registers a connected stream for both directions, once: no
+        /// `epoll_ctl` after this one.
+        fn new(registry: &Registry, mut stream: TcpStream, token: Token) -> io::Result<Edge> {
+            stream.set_nodelay(true)?;
+            registry.register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)?;
+            // The registration reports what is already queued, as an event.
+            Ok(Edge {
+                stream,
+                readable: false,
+                writable: true,
+            })
+        }
+
+        fn event(&mut self, event: &Event) {
+            // A close or an error is told by the next call.
+            self.readable |= event.is_readable() || event.is_read_closed() || event.is_error();
+            self.writable |= event.is_writable() || event.is_write_closed() || event.is_error();
+        }
+
+        /// The bytes read (0 at the end of the stream), or `None`: wait for
+        /// the next event.
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<Option<usize>> {
+            if !self.readable {
+                return Ok(None);
+            }
+            match self.stream.read(buf) {
+                Ok(n) => {
+                    self.readable = n == buf.len();
+                    Ok(Some(n))
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.readable = false;
+                    Ok(None)
+                }
+                Err(e) => Err(e),
+            }
+        }
+
+        /// The bytes written, or `None`: wait for the next event.
+        fn write(&mut self, buf: &[u8]) -> io::Result<Option<usize>> {
+            if !self.writable {
+                return Ok(None);
+            }
+            match self.stream.write(buf) {
+                Ok(n) => {
+                    self.writable = n == buf.len();
+                    Ok(Some(n))
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.writable = false;
+                    Ok(None)
+                }
+                Err(e) => Err(e),
+            }
+        }
+    }
+
+    /// Connections by token, a closed one's slot reused by the next.
+    struct Slab<T> {
+        slots: Vec<Option<T>>,
+        free: Vec<usize>,
+    }
+
+    impl<T> Slab<T> {
+        fn new() -> Slab<T> {
+            Slab {
+                slots: Vec::new(),
+                free: Vec::new(),
+            }
+        }
+
+        /// Fills a free slot with what `make` makes of its token.
+        fn insert(&mut self, make: impl FnOnce(Token) -> io::Result<T>) -> io::Result<()> {
+            let i = self.free.last().copied().unwrap_or(self.slots.len());
+            let value = make(Token(FIRST + i))?;
+            if i == self.slots.len() {
+                self.slots.push(Some(value));
+            } else {
+                self.free.pop();
+                self.slots[i] = Some(value);
+            }
+            Ok(())
+        }
+
+        fn get_mut(&mut self, token: Token) -> Option<&mut T> {
+            let i = token.0.checked_sub(FIRST)?;
+            self.slots.get_mut(i)?.as_mut()
+        }
+
+        /// Drops the connection: closing its socket takes it out of the
+        /// epoll set, with no `epoll_ctl`.
+        fn remove(&mut self, token: Token) {
+            self.slots[token.0 - FIRST] = None;
+            self.free.push(token.0 - FIRST);
+        }
+    }
+
+    fn listen(registry: &Registry) -> io::Result<TcpListener> {
+        let mut listener = TcpListener::bind(([127, 0, 0, 1], 0).into())?;
+        registry.register(&mut listener, LISTENER, Interest::READABLE)?;
+        Ok(listener)
+    }
+
+    /// Accepts every queued connection (until `WouldBlock`: accepting is
+    /// not in the per-operation path) into a slot, as `make` makes it.
+    fn accept<T>(
+        listener: &TcpListener,
+        registry: &Registry,
+        slab: &mut Slab<T>,
+        make: impl Fn(Edge) -> T,
+    ) -> io::Result<()> {
+        loop {
+            match listener.accept() {
+                Ok((stream, _)) => {
+                    slab.insert(|token| Ok(make(Edge::new(registry, stream, token)?)))?
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// The next events (a signal's interruption is no event).
+    fn wait(poll: &mut Poll, events: &mut Events) -> io::Result<()> {
+        loop {
+            match poll.poll(events, None) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                done => return done,
+            }
+        }
+    }
+
+    /// One echo client: `size`-byte round trips until the deadline, each
+    /// written whole and then read back whole, as `round_trips` does.
+    struct Client {
+        edge: Edge,
+        sent: usize,
+        got: usize,
+        round_trips: u64,
+    }
+
+    impl Client {
+        /// Goes as far as it can: its round trips once the deadline ended
+        /// it, `None` while it waits for an event.
+        fn drive(
+            &mut self,
+            out: &[u8],
+            back: &mut [u8],
+            deadline: Instant,
+        ) -> io::Result<Option<u64>> {
+            loop {
+                if self.sent == 0 && Instant::now() >= deadline {
+                    return Ok(Some(self.round_trips));
+                }
+                if self.sent < out.len() {
+                    match self.edge.write(&out[self.sent..])? {
+                        Some(n) => self.sent += n,
+                        None => return Ok(None),
+                    }
+                } else if self.got < out.len() {
+                    // `back` is longer than what can come back: the server
+                    // echoes only what was sent.
+                    match self.edge.read(back)? {
+                        Some(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+                        Some(n) => self.got += n,
+                        None => return Ok(None),
+                    }
+                } else {
+                    self.round_trips += 1;
+                    self.sent = 0;
+                    self.got = 0;
+                }
+            }
+        }
+    }
+
+    /// The server's end of an echo connection: what it read, written back
+    /// whole before it reads again.
+    struct Echoer {
+        edge: Edge,
+        buf: Box<[u8]>,
+        start: usize,
+        end: usize,
+    }
+
+    impl Echoer {
+        /// Goes as far as it can: false once the client closed.
+        fn drive(&mut self) -> io::Result<bool> {
+            loop {
+                while self.start < self.end {
+                    match self.edge.write(&self.buf[self.start..self.end])? {
+                        Some(n) => self.start += n,
+                        None => return Ok(true),
+                    }
+                }
+                match self.edge.read(&mut self.buf)? {
+                    Some(0) => return Ok(false),
+                    Some(n) => (self.start, self.end) = (0, n),
+                    None => return Ok(true),
+                }
+            }
+        }
+    }
+
+    enum End {
+        Client(Client),
+        Echoer(Echoer),
+    }
+
+    pub fn echo(conns: usize, size: usize, run_for: Duration, runs: usize) -> io::Result<Vec<f64>> {
+        let mut poll = Poll::new()?;
+        let mut events = Events::with_capacity(1024);
+        let listener = listen(poll.registry())?;
+        let addr = listener.local_addr()?;
+        let out = vec![7u8; size];
+        // Every client reads into this one: nothing looks at what it gets.
+        let mut back = vec![0u8; READ_BUF];
+        let mut ends = Slab::new();
+        timed_runs(runs, run_for, |deadline| {
+            for _ in 0..conns {
+                // A blocking connect: on loopback the handshake is done
+                // within the call (the listener's backlog holds it until
+                // the accept), so a client has no connecting state. The
+                // registration's first event, room to write, starts it.
+                let stream = std::net::TcpStream::connect(addr)?;
+                stream.set_nonblocking(true)?;
+                let stream = TcpStream::from_std(stream);
+                ends.insert(|token| {
+                    Ok(End::Client(Client {
+                        edge: Edge::new(poll.registry(), stream, token)?,
+                        sent: 0,
+                        got: 0,
+                        round_trips: 0,
+                    }))
+                })?;
+            }
+            let mut live = conns;
+            let mut total = 0;
+            while live > 0 {
+                wait(&mut poll, &mut events)?;
+                for event in &events {
+                    let token = event.token();
+                    if token == LISTENER {
+                        accept(&listener, poll.registry(), &mut ends, |edge| {
+                            End::Echoer(Echoer {
+                                edge,
+                                buf: vec![0; READ_BUF].into_boxed_slice(),
+                                start: 0,
+                                end: 0,
+                            })
+                        })?;
+                        continue;
+                    }
+                    match ends.get_mut(token) {
+                        Some(End::Client(c)) => {
+                            c.edge.event(event);
+                            if let Some(n) = c.drive(&out, &mut back, deadline)? {
+                                total += n;
+                                live -= 1;
+                                ends.remove(token);
+                            }
+                        }
+                        Some(End::Echoer(e)) => {
+                            e.edge.event(event);
+                            // The client gone, by its close or an error.
+                            if !e.drive().unwrap_or(false) {
+                                ends.remove(token);
+                            }
+                        }
+                        None => {}
+                    }
+                }
+            }
+            Ok(total)
+        })
+    }
+
+    /// A keep-alive HTTP connection: the responses it owes, written whole
+    /// before it reads again.
+    struct HttpConn {
+        edge: Edge,
+        pending: Vec<u8>,
+        out: Vec<u8>,
+        sent: usize,
+    }
+
+    impl HttpConn {
+        /// Goes as far as it can, reading through `buf`: false once the
+        /// client closed.
+        fn drive(&mut self, buf: &mut [u8]) -> io::Result<bool> {
+            loop {
+                while self.sent < self.out.len() {
+                    match self.edge.write(&self.out[self.sent..])? {
+                        Some(n) => self.sent += n,
+                        None => return Ok(true),
+                    }
+                }
+                // Both buffers keep their capacity: no allocation once
+                // they have grown to a request's and a response's size.
+                self.out.clear();
+                self.sent = 0;
+                match self.edge.read(buf)? {
+                    Some(0) => return Ok(false),
+                    Some(n) => {
+                        self.pending.extend_from_slice(&buf[..n]);
+                        for _ in 0..take_requests(&mut self.pending) {
+                            self.out.extend_from_slice(RESPONSE);
+                        }
+                    }
+                    None => return Ok(true),
+                }
+            }
+        }
+    }
+
+    pub fn http(threads: usize) -> io::Result<()> {
+        if threads != 1 {
+            return Err(io::Error::other(
+                "one thread only (the floor of the one-core row)",
+            ));
+        }
+        let mut poll = Poll::new()?;
+        let mut events = Events::with_capacity(1024);
+        let listener = listen(poll.registry())?;
+        // Stop when the parent closes our stdin: a thread waits for it and
+        // wakes the poll. This thread keeps the waker too: were the other
+        // to drop it after waking, closing its eventfd would take the
+        // wake-up out of the epoll set before the poll collected it.
+        let waker = std::sync::Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let wake = waker.clone();
+        std::thread::spawn(move || {
+            wait_for_stdin_close();
+            let _ = wake.wake();
+        });
+        announce(listener.local_addr()?);
+        let mut conns = Slab::new();
+        let mut buf = vec![0u8; 4096];
+        loop {
+            wait(&mut poll, &mut events)?;
+            for event in &events {
+                match event.token() {
+                    LISTENER => accept(&listener, poll.registry(), &mut conns, |edge| HttpConn {
+                        edge,
+                        pending: Vec::new(),
+                        out: Vec::new(),
+                        sent: 0,
+                    })?,
+                    WAKER => return Ok(()),
+                    token => {
+                        let Some(conn) = conns.get_mut(token) else {
+                            continue;
+                        };
+                        conn.edge.event(event);
+                        // wrk ends with resets: an error ends the
+                        // connection quietly, as a close does.
+                        if !conn.drive(&mut buf).unwrap_or(false) {
+                            conns.remove(token);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 fn http_cmd(imp: &str, threads: &str) -> Result<(), String> {
     let threads: usize = num(threads, "THREADS")?;
     match imp {
@@ -504,6 +925,7 @@ fn http_cmd(imp: &str, threads: &str) -> Result<(), String> {
         "tokio" => tokio_impl::http(threads).map_err(|e| e.to_string()),
         "tokio-ct" => tokio_impl::http_per_thread(threads).map_err(|e| e.to_string()),
         "may" => may_impl::http(threads).map_err(|e| e.to_string()),
+        "raw-mio" => raw_mio::http(threads).map_err(|e| e.to_string()),
         other => Err(format!("unknown IMPL {other}")),
     }
 }
@@ -908,7 +1330,17 @@ fn markdown(
          (`SO_REUSEPORT`), the hubs' design; may with 2 workers; gevent in two processes sharing \
          the port. Echo: server and clients in the same process and runtime, \
          `TCP_NODELAY` on both ends. On this 2-core machine `wrk` itself needs a core, so the \
-         two-core HTTP figures share the CPUs with the load generator.\n\n",
+         two-core HTTP figures share the CPUs with the load generator.\n\n\
+         raw mio (floor) is not a competitor but the lower bound: the same echo and one-core \
+         HTTP workloads written straight on mio, with no runtime (one thread, one `Poll`, a \
+         hand-written state machine per connection, edge-triggered, no allocation per \
+         operation), making only the system calls a readiness-based runtime would at best make: \
+         per echo round trip 2 sends, 2 reads and 2 `epoll_wait`s, per HTTP request a read and a \
+         send and a share of an `epoll_wait`. It is there to show how much of each figure is the \
+         kernel's loopback TCP path, which no runtime on this kernel can go below: the hub's \
+         advantage over it can be above 1× only by noise (read the min and max), and its \
+         distance below 1× is the runtime's own cost. For HTTP its server CPU row says more \
+         than its requests per second, which wrk on the other core bounds as well.\n\n",
     );
     let lock =
         std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../Cargo.lock"))
@@ -921,7 +1353,7 @@ fn markdown(
             .to_owned()
     };
     md.push_str(&format!(
-        "Versions: tokio {}, may {}, mio {} (the hub's poller).\n\n",
+        "Versions: tokio {}, may {}, mio {} (the hub's poller, and the floor's).\n\n",
         version("tokio"),
         version("may"),
         version("mio")
@@ -970,7 +1402,8 @@ fn markdown(
                 "µs/rt"
             };
             md.push_str(&format!(
-                "| {name} | {unit_short} | {imp} | {median} | {min} | {max} | {ratio} |\n"
+                "| {name} | {unit_short} | {} | {median} | {min} | {max} | {ratio} |\n",
+                label(imp)
             ));
         }
     }
@@ -984,7 +1417,8 @@ fn markdown(
          divided by the requests wrk completed: it depends less on how busy the machine is than \
          requests per second do.\n\nMost of an echo round trip or an HTTP request is the kernel's \
          loopback TCP path (about 85% of the hub's samples under `perf` in the 50-connection \
-         echo); the runtimes differ in the rest. On this shared 2-core machine, differences \
+         echo; the floor row is that path with no runtime on top); the runtimes differ in the \
+         rest. On this shared 2-core machine, differences \
          between the three Rust runtimes under about 20% are within the run-to-run noise: read \
          the min and max.\n",
     );
