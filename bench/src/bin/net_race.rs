@@ -575,38 +575,37 @@ mod raw_mio {
         /// The bytes read (0 at the end of the stream), or `None`: wait for
         /// the next event.
         fn read(&mut self, buf: &mut [u8]) -> io::Result<Option<usize>> {
-            if !self.readable {
-                return Ok(None);
-            }
-            match self.stream.read(buf) {
-                Ok(n) => {
-                    self.readable = n == buf.len();
-                    Ok(Some(n))
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.readable = false;
-                    Ok(None)
-                }
-                Err(e) => Err(e),
-            }
+            let stream = &mut self.stream;
+            attempt(&mut self.readable, buf.len(), || stream.read(buf))
         }
 
         /// The bytes written, or `None`: wait for the next event.
         fn write(&mut self, buf: &[u8]) -> io::Result<Option<usize>> {
-            if !self.writable {
-                return Ok(None);
+            let stream = &mut self.stream;
+            attempt(&mut self.writable, buf.len(), || stream.write(buf))
+        }
+    }
+
+    /// One read or write of `len` bytes, made only while `ready`: a call
+    /// that moves less than `len`, or says `WouldBlock`, clears it.
+    fn attempt(
+        ready: &mut bool,
+        len: usize,
+        call: impl FnOnce() -> io::Result<usize>,
+    ) -> io::Result<Option<usize>> {
+        if !*ready {
+            return Ok(None);
+        }
+        match call() {
+            Ok(n) => {
+                *ready = n == len;
+                Ok(Some(n))
             }
-            match self.stream.write(buf) {
-                Ok(n) => {
-                    self.writable = n == buf.len();
-                    Ok(Some(n))
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.writable = false;
-                    Ok(None)
-                }
-                Err(e) => Err(e),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                *ready = false;
+                Ok(None)
             }
+            Err(e) => Err(e),
         }
     }
 
