@@ -1393,19 +1393,14 @@ fn markdown(
                 }
                 _ => "?".into(),
             };
-            let unit_short = if !lower_is_better {
-                "req/s"
-            } else if unit.contains("CPU") {
-                "CPU µs/req"
-            } else {
-                "µs/rt"
-            };
             md.push_str(&format!(
-                "| {name} | {unit_short} | {} | {median} | {min} | {max} | {ratio} |\n",
+                "| {name} | {} | {} | {median} | {min} | {max} | {ratio} |\n",
+                short_unit(unit),
                 label(imp)
             ));
         }
     }
+    md.push_str(&floor_against_gevent(rows));
     md.push_str(
         "\n\"hub's advantage\" is the peer's median over the hub's for times, the hub's over the \
          peer's for requests per second: above 1× the hub is ahead. On two cores, the hub's \
@@ -1422,4 +1417,57 @@ fn markdown(
          the min and max.\n",
     );
     md
+}
+
+/// A row's unit, as the tables print it.
+fn short_unit(unit: &str) -> &'static str {
+    if !unit.starts_with("µs") {
+        "req/s"
+    } else if unit.contains("CPU") {
+        "CPU µs/req"
+    } else {
+        "µs/rt"
+    }
+}
+
+/// A table of what the floor leaves for a runtime to win against gevent:
+/// gevent's figure over the floor's is the largest advantage a
+/// readiness-based runtime could show on this kernel, beside the hub's.
+/// Empty when a row lacks either.
+fn floor_against_gevent(rows: &[Row]) -> String {
+    let median = |cells: &[(String, Option<Figure>)], imp: &str| {
+        cells
+            .iter()
+            .find(|(i, _)| i == imp)
+            .and_then(|(_, f)| f.map(|f| f.median))
+    };
+    let mut table = String::new();
+    for (name, unit, cells) in rows {
+        let (Some(floor), Some(gevent), Some(hub)) = (
+            median(cells, "raw-mio"),
+            median(cells, "gevent"),
+            median(cells, "hub"),
+        ) else {
+            continue;
+        };
+        // Times and CPU per request: gevent's over ours; requests per
+        // second: ours over gevent's.
+        let (best, ours) = if unit.starts_with("µs") {
+            (gevent / floor, gevent / hub)
+        } else {
+            (floor / gevent, hub / gevent)
+        };
+        table.push_str(&format!(
+            "| {name} | {} | {best:.2}× | {ours:.2}× |\n",
+            short_unit(unit)
+        ));
+    }
+    if table.is_empty() {
+        return table;
+    }
+    format!(
+        "\nHow far ahead of gevent the floor itself is, the most any readiness-based runtime \
+         could be on this kernel, beside the hub's own advantage over gevent:\n\n\
+         | workload | unit | floor over gevent | hub over gevent |\n|---|---|---:|---:|\n{table}"
+    )
 }
