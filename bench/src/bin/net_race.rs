@@ -1146,7 +1146,22 @@ fn report(options: &[&str]) -> Result<(), String> {
     let md = markdown(&o, &rows, &loads, gevent.as_ref().map(|(p, _)| p));
     std::fs::write(&o.md, md).map_err(|e| format!("{}: {e}", o.md.display()))?;
     eprintln!("net_race: wrote {}", o.md.display());
-    Ok(())
+    // The report shows a failed cell as "failed"; the exit status says it
+    // too, so that a smoke run (`ci/test`) fails with it.
+    let failed: Vec<String> = rows
+        .iter()
+        .flat_map(|(name, _, cells)| {
+            cells
+                .iter()
+                .filter(|(_, f)| f.is_none())
+                .map(move |(imp, _)| format!("{name} {imp}"))
+        })
+        .collect();
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("no figure for: {}", failed.join(", ")))
+    }
 }
 
 fn show(f: Option<Figure>, unit: &str) -> String {
