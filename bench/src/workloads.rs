@@ -595,20 +595,15 @@ fn hub_spawn_join(iterations: u64) -> Duration {
     start.elapsed()
 }
 
-/// The runtime tokio's hub rows run on: current-thread, with the I/O and
-/// time drivers that a hub always has (tokio polls them every 61 tasks, and
-/// whenever a task yields with `yield_now`).
-fn tokio_current_thread() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
+/// Runs `body` as a task spawned on a fresh current-thread runtime, where
+/// application code on tokio runs (rather than in the `block_on` future),
+/// with the I/O and time drivers that a hub always has (tokio polls them
+/// every 61 tasks, and whenever a task yields with `yield_now`).
+fn in_tokio_task(body: impl std::future::Future<Output = Duration> + 'static + Send) -> Duration {
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .expect("a tokio runtime")
-}
-
-/// Runs `body` as a task spawned on a fresh current-thread runtime, where
-/// application code on tokio runs (rather than in the `block_on` future).
-fn in_tokio_task(body: impl std::future::Future<Output = Duration> + 'static + Send) -> Duration {
-    let runtime = tokio_current_thread();
+        .expect("a tokio runtime");
     let task = runtime.spawn(body);
     runtime.block_on(task).expect("the timed task")
 }
