@@ -15,8 +15,11 @@
 //! greenlet-bench once ID N                N iterations, untimed output (for callgrind)
 //! greenlet-bench mem IMPL COUNT           resident bytes per suspended coroutine
 //! greenlet-bench wall IMPL [--cap N]      live coroutines until the mapping limit
+//! greenlet-bench count-aarch64 EXE ID...  instructions per iteration of EXE, an aarch64
+//!                                         build of this binary, under qemu-aarch64
 //! greenlet-bench report [--md PATH] [--svg PATH] [--python PATH | --no-python]
-//!                       [--no-callgrind] [--target-ms MS] [--runs N] [--quick]
+//!                       [--no-callgrind] [--aarch64 EXE] [--target-ms MS] [--runs N]
+//!                       [--quick]
 //! ```
 #![deny(unsafe_op_in_unsafe_fn)]
 
@@ -38,8 +41,13 @@ usage:
   greenlet-bench once ID N                run N iterations (for callgrind)
   greenlet-bench mem IMPL COUNT           resident bytes per suspended coroutine
   greenlet-bench wall IMPL [--cap N]      live coroutines until the mapping limit
+  greenlet-bench count-aarch64 EXE ID...  instructions per iteration of EXE, an aarch64
+                                          build of this binary, under qemu-aarch64
   greenlet-bench report [--md PATH] [--svg PATH] [--python PATH | --no-python]
-                        [--no-callgrind] [--target-ms MS] [--runs N] [--quick]";
+                        [--no-callgrind] [--aarch64 EXE] [--target-ms MS] [--runs N]
+                        [--quick]
+    --aarch64 EXE: greenlet-bench built for aarch64-unknown-linux-gnu, whose
+    instructions per iteration are counted under qemu-aarch64";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -55,6 +63,9 @@ fn main() -> ExitCode {
             .map(|n| memory::mem(imp, n)),
         ["wall", imp, options @ ..] => wall(imp, options),
         ["report", options @ ..] => report(options),
+        ["count-aarch64", exe, ids @ ..] if !ids.is_empty() => {
+            report::count_aarch64(std::path::Path::new(exe), ids)
+        }
         [] | ["-h" | "--help" | "help"] => {
             println!("{USAGE}");
             Ok(ExitCode::SUCCESS)
@@ -153,6 +164,7 @@ fn report(args: &[&str]) -> Result<ExitCode, String> {
         python: Some(here.join(".venv/bin/python")),
         python_script: here.join("python/bench.py"),
         callgrind: true,
+        aarch64: None,
         target_ms: 200,
         runs: 7,
         process_runs: 5,
@@ -165,6 +177,7 @@ fn report(args: &[&str]) -> Result<ExitCode, String> {
             "--python" => options.python = Some(value.into()),
             "--no-python" => options.python = None,
             "--no-callgrind" => options.callgrind = false,
+            "--aarch64" => options.aarch64 = Some(value.into()),
             "--target-ms" => options.target_ms = parse(name, value)?,
             "--runs" => options.runs = parse(name, value)?,
             // A quick pass through everything, to check the pipeline; the

@@ -13,8 +13,9 @@ use crate::system;
 use crate::workloads::ALL;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode, Output};
+use std::process::{Command, ExitCode, Output, Stdio};
 use std::time::Instant;
 
 /// What `report` was asked to do.
@@ -26,6 +27,9 @@ pub struct Options {
     pub python: Option<PathBuf>,
     pub python_script: PathBuf,
     pub callgrind: bool,
+    /// greenlet-bench built for aarch64, whose instructions are counted
+    /// under qemu-user; `None` skips those counts.
+    pub aarch64: Option<PathBuf>,
     pub target_ms: u64,
     pub runs: usize,
     /// Runs for memory and callgrind figures (each a child process).
@@ -324,6 +328,220 @@ fn collect_callgrind(results: &mut Results, exe: &Path, runs: usize) {
     let _ = std::fs::remove_dir_all(&scratch);
 }
 
+/// The prefixes of instruction-count rows: callgrind on this machine, and
+/// qemu-user running the aarch64 build.
+const COUNTED: &[&str] = &["instructions/", "aarch64-instructions/"];
+
+/// An id without its counting prefix: `switch/greenlet`.
+fn bare(id: &str) -> &str {
+    COUNTED
+        .iter()
+        .find_map(|p| id.strip_prefix(p))
+        .unwrap_or(id)
+}
+
+/// How to run a binary of another architecture under qemu-user and count
+/// the instructions it runs.
+struct Qemu {
+    /// `qemu-aarch64`, `qemu-x86_64`.
+    program: String,
+    /// The target's libraries (`-L`), if it needs some.
+    sysroot: Option<PathBuf>,
+    /// The option that makes each translation block one instruction:
+    /// `-one-insn-per-tb` (QEMU 8.1 and later) or `-singlestep`.
+    one_per_block: &'static str,
+}
+
+impl Qemu {
+    fn find(program: &str, sysroot: Option<PathBuf>) -> Result<Qemu, String> {
+        let output = Command::new(program)
+            .arg("-h")
+            .output()
+            .map_err(|e| format!("cannot run {program}: {e}"))?;
+        let help = String::from_utf8_lossy(&output.stdout);
+        let one_per_block = if help.contains("-one-insn-per-tb") {
+            "-one-insn-per-tb"
+        } else if help.contains("-singlestep") {
+            "-singlestep"
+        } else {
+            return Err(format!(
+                "{program} has neither -one-insn-per-tb nor -singlestep"
+            ));
+        };
+        Ok(Qemu {
+            program: program.to_string(),
+            sysroot,
+            one_per_block,
+        })
+    }
+
+    /// qemu-aarch64, with the cross toolchain's libraries
+    /// (`$QEMU_LD_PREFIX`, else `/usr/aarch64-linux-gnu`, where Debian's
+    /// cross libc lives and `.cargo/config.toml`'s runner looks).
+    fn aarch64() -> Result<Qemu, String> {
+        let sysroot = std::env::var_os("QEMU_LD_PREFIX")
+            .map_or_else(|| PathBuf::from("/usr/aarch64-linux-gnu"), PathBuf::from);
+        Qemu::find("qemu-aarch64", Some(sysroot))
+    }
+
+    /// The user-space instructions that `exe once ID N` runs. With one
+    /// instruction per translation block, no chaining between blocks and
+    /// the `exec` log on, qemu writes one `Trace` line for every instruction
+    /// it runs (all threads); they are counted as they stream through a
+    /// pipe. Exact, and the same from run to run but for the process's
+    /// start-up, which the N-minus-0 difference removes.
+    fn instructions(&self, exe: &Path, id: &str, iterations: u64) -> Result<u64, String> {
+        // qemu says nothing when it cannot open the program.
+        if !exe.is_file() {
+            return Err(format!("{} is not a file", exe.display()));
+        }
+        let mut command = Command::new(&self.program);
+        if let Some(sysroot) = &self.sysroot {
+            command.arg("-L").arg(sysroot);
+        }
+        command
+            .args([
+                self.one_per_block,
+                "-d",
+                "exec,nochain",
+                "-D",
+                "/dev/stderr",
+            ])
+            .arg(exe)
+            .args(["once", id, &iterations.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = command
+            .spawn()
+            .map_err(|e| format!("cannot run {}: {e}", self.program))?;
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let mut count = 0u64;
+        // The program's own words, if it says any (a panic).
+        let mut said = Vec::new();
+        for line in BufReader::new(stderr).split(b'\n') {
+            let line = line.map_err(|e| format!("reading {}'s log: {e}", self.program))?;
+            if line.starts_with(b"Trace ") {
+                count += 1;
+            } else if !line.is_empty() && said.len() < 3 {
+                said.push(String::from_utf8_lossy(&line).into_owned());
+            }
+        }
+        let status = child
+            .wait()
+            .map_err(|e| format!("waiting for {}: {e}", self.program))?;
+        if !status.success() {
+            return Err(format!(
+                "{} failed: {status} ({})",
+                self.program,
+                said.join(" / ")
+            ));
+        }
+        if count == 0 {
+            return Err(format!("{} logged no instructions", self.program));
+        }
+        Ok(count)
+    }
+}
+
+/// Iterations under qemu: every instruction is logged, about a million a
+/// second, so a fortieth of callgrind's count, and at least 100.
+fn qemu_iterations(callgrind: u64) -> u64 {
+    (callgrind / 40).max(100)
+}
+
+/// Instructions per iteration of one workload of the aarch64 build.
+fn aarch64_per_iteration(qemu: &Qemu, aarch64_exe: &Path, id: &str) -> Result<(f64, u64), String> {
+    let workload = crate::workloads::find(id).ok_or_else(|| format!("no workload {id}"))?;
+    let iterations = workload
+        .callgrind
+        .map(qemu_iterations)
+        .ok_or_else(|| format!("{id} is not counted"))?;
+    let with = qemu.instructions(aarch64_exe, id, iterations)?;
+    let without = qemu.instructions(aarch64_exe, id, 0)?;
+    Ok((
+        with.saturating_sub(without) as f64 / iterations as f64,
+        iterations,
+    ))
+}
+
+/// `greenlet-bench count-aarch64 EXE ID...`: the aarch64 counts of a few
+/// workloads, printed; fails on the first that cannot be counted (CI runs
+/// it so the pipeline behind the report's aarch64 section stays working).
+pub fn count_aarch64(aarch64_exe: &Path, ids: &[&str]) -> Result<ExitCode, String> {
+    let qemu = Qemu::aarch64()?;
+    for id in ids {
+        let (per_iteration, iterations) = aarch64_per_iteration(&qemu, aarch64_exe, id)?;
+        println!(
+            "aarch64 {id:<32} {per_iteration:>10.1} instructions per iteration ({iterations} iterations, {} {})",
+            qemu.program, qemu.one_per_block
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn collect_aarch64(results: &mut Results, qemu: &Qemu, aarch64_exe: &Path) {
+    for workload in ALL {
+        if workload.callgrind.is_none() {
+            continue;
+        }
+        let started = Instant::now();
+        let id = format!("aarch64-instructions/{}", workload.id);
+        let (per_iteration, iterations) =
+            match aarch64_per_iteration(qemu, aarch64_exe, workload.id) {
+                Ok(counted) => counted,
+                Err(e) => {
+                    results.note(format!("{id}: {e}"));
+                    continue;
+                }
+            };
+        eprintln!(
+            "{id:<54} {per_iteration:>10.1} instructions  ({:.1} s)",
+            started.elapsed().as_secs_f64()
+        );
+        let mut fields = BTreeMap::new();
+        fields.insert("iters".to_string(), iterations.to_string());
+        results.rows.insert(
+            id,
+            Row {
+                unit: "instructions".into(),
+                summary: Summary::of(&[per_iteration]),
+                runs: 1,
+                fields,
+            },
+        );
+    }
+}
+
+/// The same counting on this machine's own build, for one workload, beside
+/// callgrind's count: the check that qemu's count means what callgrind's
+/// does. `None` if either is missing.
+fn qemu_check(results: &mut Results, exe: &Path) -> Option<(f64, f64)> {
+    const ID: &str = "switch/greenlet-raw";
+    let callgrind = results.median(&format!("instructions/{ID}"))?;
+    let qemu = match Qemu::find(&format!("qemu-{}", std::env::consts::ARCH), None) {
+        Ok(qemu) => qemu,
+        Err(e) => {
+            results.note(format!("qemu's count not checked against callgrind's: {e}"));
+            return None;
+        }
+    };
+    let iterations = qemu_iterations(200_000);
+    let counted = qemu
+        .instructions(exe, ID, iterations)
+        .and_then(|with| Ok((with, qemu.instructions(exe, ID, 0)?)));
+    match counted {
+        Ok((with, without)) => Some((
+            with.saturating_sub(without) as f64 / iterations as f64,
+            callgrind,
+        )),
+        Err(e) => {
+            results.note(format!("qemu's count not checked against callgrind's: {e}"));
+            None
+        }
+    }
+}
+
 fn collect_walls(results: &mut Results, exe: &Path) {
     let cap = wall_cap();
     for (imp, _) in WALL_IMPLS {
@@ -540,6 +758,27 @@ pub fn run(options: &Options) -> ExitCode {
         collect_callgrind(&mut results, &exe, options.process_runs);
     }
 
+    let mut qemu = None;
+    let mut qemu_agreement = None;
+    match &options.aarch64 {
+        None => results.note(
+            "aarch64 instruction counts skipped: no aarch64 build of greenlet-bench was given \
+             (bench/run makes one when the cross toolchain and qemu-user are installed)",
+        ),
+        Some(aarch64_exe) => match Qemu::aarch64() {
+            Err(e) => results.note(format!("aarch64 instruction counts skipped: {e}")),
+            Ok(found) => {
+                eprintln!(
+                    "== instructions per iteration on aarch64, counted by qemu-user ({}): N and 0 iterations, / N",
+                    found.one_per_block
+                );
+                collect_aarch64(&mut results, &found, aarch64_exe);
+                qemu_agreement = qemu_check(&mut results, &exe);
+                qemu = tool_version("qemu-aarch64", "--version");
+            }
+        },
+    }
+
     let lock = lock_versions(&options.lock_file);
     let context = Context {
         date: system::now_utc(),
@@ -548,6 +787,8 @@ pub fn run(options: &Options) -> ExitCode {
         max_map_count: system::max_map_count(),
         rustc: env!("GREENLET_BENCH_RUSTC").to_string(),
         valgrind,
+        qemu,
+        qemu_agreement,
         lock,
         source: source_state(options.lock_file.parent().unwrap_or(Path::new("."))),
         elapsed_s: started.elapsed().as_secs_f64(),
@@ -586,6 +827,10 @@ struct Context {
     max_map_count: Option<usize>,
     rustc: String,
     valgrind: Option<String>,
+    /// `qemu-aarch64 --version`, if the aarch64 counts were made.
+    qemu: Option<String>,
+    /// qemu's and callgrind's counts of one workload on this machine.
+    qemu_agreement: Option<(f64, f64)>,
     lock: BTreeMap<String, String>,
     source: String,
     elapsed_s: f64,
@@ -643,6 +888,46 @@ const COMPARISONS: &[(&str, &str)] = &[
     ("hub-sleep0-pair/greenlet-hub", "hub-sleep0-pair/tokio"),
     ("hub-spawn-join/greenlet-hub", "hub-spawn-join/tokio"),
     ("hub-spawn-join/greenlet-hub", "hub-spawn-join/may"),
+    (
+        "instructions/hub-sleep0/greenlet-hub",
+        "instructions/hub-sleep0/tokio",
+    ),
+    (
+        "instructions/hub-sleep0-pair/greenlet-hub",
+        "instructions/hub-sleep0-pair/tokio",
+    ),
+    (
+        "instructions/hub-spawn-join/greenlet-hub",
+        "instructions/hub-spawn-join/tokio",
+    ),
+    (
+        "aarch64-instructions/switch/greenlet-raw",
+        "aarch64-instructions/switch/corosensei",
+    ),
+    (
+        "aarch64-instructions/switch/greenlet-raw",
+        "aarch64-instructions/switch/context",
+    ),
+    (
+        "aarch64-instructions/switch/greenlet-raw",
+        "aarch64-instructions/switch/generator",
+    ),
+    (
+        "aarch64-instructions/switch/greenlet",
+        "aarch64-instructions/switch/corosensei",
+    ),
+    (
+        "aarch64-instructions/create/greenlet-pooled",
+        "aarch64-instructions/create/corosensei-reused",
+    ),
+    (
+        "aarch64-instructions/drop-suspended/greenlet",
+        "aarch64-instructions/drop-suspended/corosensei",
+    ),
+    (
+        "aarch64-instructions/hub-spawn-join/greenlet-hub",
+        "aarch64-instructions/hub-spawn-join/tokio",
+    ),
     ("mem-10000/greenlet-16k", "mem-10000/corosensei-16k"),
     ("mem-10000/greenlet-16k", "mem-10000/python-greenlet"),
 ];
@@ -678,6 +963,16 @@ const INTERNAL: &[(&str, &str, &str)] = &[
         "instructions/switch/greenlet-raw",
         "instructions/switch/greenlet",
         "safe vs raw, instructions",
+    ),
+    (
+        "aarch64-instructions/switch/greenlet-raw-nofp",
+        "aarch64-instructions/switch/greenlet-raw",
+        "aarch64: raw switch vs the same without FP control (FPCR), instructions",
+    ),
+    (
+        "aarch64-instructions/switch/greenlet-raw",
+        "aarch64-instructions/switch/greenlet",
+        "aarch64: safe vs raw, instructions",
     ),
     (
         "create/greenlet-pooled",
@@ -753,7 +1048,7 @@ fn ratio(results: &Results, ours: &str, peer: &str) -> Option<f64> {
 }
 
 fn what_of(id: &str) -> String {
-    let bare = id.trim_start_matches("instructions/");
+    let bare = bare(id);
     if let Some(w) = crate::workloads::find(bare) {
         return w.what.to_string();
     }
@@ -767,6 +1062,49 @@ fn what_of(id: &str) -> String {
             "new, `switch()` in (it switches back), `del`: GreenletExit".into()
         }
         _ => String::new(),
+    }
+}
+
+/// The tables of instruction counts whose ids start with `counted` (one of
+/// [`COUNTED`]): switch, create, drop while suspended, hub.
+fn counted_tables(out: &mut String, results: &Results, counted: &str) {
+    let groups: [(&str, &str, &[&str]); 6] = [
+        (
+            "Switch round trip",
+            "switch/",
+            &["switch/greenlet-raw", "switch/greenlet"],
+        ),
+        (
+            "Create, run to completion, drop",
+            "create/",
+            &["create/greenlet-pooled", "create/greenlet-fresh"],
+        ),
+        (
+            "Drop of a suspended coroutine",
+            "drop-suspended/",
+            &["drop-suspended/greenlet"],
+        ),
+        (
+            "Hub: sleep(0), nothing else ready",
+            "hub-sleep0/",
+            &["hub-sleep0/greenlet-hub"],
+        ),
+        (
+            "Hub: two greenlets (tasks) alternate sleep(0), a round",
+            "hub-sleep0-pair/",
+            &["hub-sleep0-pair/greenlet-hub"],
+        ),
+        (
+            "Hub: spawn + join",
+            "hub-spawn-join/",
+            &["hub-spawn-join/greenlet-hub"],
+        ),
+    ];
+    for (title, group, baselines) in groups {
+        let _ = write!(out, "### {title}\n\n");
+        let baselines: Vec<String> = baselines.iter().map(|b| format!("{counted}{b}")).collect();
+        let baselines: Vec<&str> = baselines.iter().map(String::as_str).collect();
+        timing_table(out, results, &format!("{counted}{group}"), &baselines);
     }
 }
 
@@ -785,8 +1123,9 @@ fn timing_table(out: &mut String, results: &Results, prefix: &str, baselines: &[
     let mut ids = ids;
     // Ours first, in the order of the workload list, then peers.
     let order = |id: &str| {
-        let bare = id.trim_start_matches("instructions/");
-        ALL.iter().position(|w| w.id == bare).unwrap_or(ALL.len())
+        ALL.iter()
+            .position(|w| w.id == bare(id))
+            .unwrap_or(ALL.len())
     };
     ids.sort_by_key(|id| (order(id), (*id).clone()));
     let unit = &results.rows[ids[0]].unit;
@@ -896,8 +1235,13 @@ fn render_markdown(results: &Results, context: &Context) -> String {
     }
     let _ = writeln!(
         out,
-        "| valgrind | {} |\n",
+        "| valgrind | {} |",
         context.valgrind.as_deref().unwrap_or("not installed")
+    );
+    let _ = writeln!(
+        out,
+        "| qemu-user (aarch64 counts) | {} |\n",
+        context.qemu.as_deref().unwrap_or("not used")
     );
 
     out.push_str(
@@ -910,13 +1254,12 @@ fn render_markdown(results: &Results, context: &Context) -> String {
             results.rows.get(*peer),
             ratio(results, ours, peer),
         ) {
-            let bare = |id: &str| id.trim_start_matches("instructions/").to_string();
             let _ = writeln!(
                 out,
                 "| {} | {} | {} | {} | {} | **{}** |",
                 measure_of(ours),
-                label(&bare(ours)),
-                label(&bare(peer)),
+                label(bare(ours)),
+                label(bare(peer)),
                 format_value(o.summary.median, &o.unit),
                 format_value(p.summary.median, &p.unit),
                 format_ratio(r)
@@ -947,33 +1290,30 @@ fn render_markdown(results: &Results, context: &Context) -> String {
          and worker thread. Work in the kernel is not counted, so rows that map a fresh stack look \
          cheaper here than they are.\n\n",
     );
-    out.push_str("### Switch round trip\n\n");
-    timing_table(
-        &mut out,
-        results,
-        "instructions/switch/",
-        &[
-            "instructions/switch/greenlet-raw",
-            "instructions/switch/greenlet",
-        ],
+    counted_tables(&mut out, results, "instructions/");
+    out.push_str(
+        "## Instructions per iteration on aarch64 (qemu)\n\nThe same workloads built for \
+         aarch64-unknown-linux-gnu and run under qemu-user, which, made to translate one \
+         instruction per block and to log every block it runs, writes a line per instruction \
+         executed in user space; N iterations minus 0, divided by N, one run (the count is exact). \
+         No aarch64 timings: qemu's clock says nothing about a real core. may's and tokio's counts \
+         include their worker threads, which under qemu run truly in parallel, so they can vary \
+         from run to run. On aarch64 the floating-point control state a switch keeps is FPCR: \
+         the rows that speak of MXCSR and the x87 control word mean it there.",
     );
-    out.push_str("### Create, run to completion, drop\n\n");
-    timing_table(
-        &mut out,
-        results,
-        "instructions/create/",
-        &[
-            "instructions/create/greenlet-pooled",
-            "instructions/create/greenlet-fresh",
-        ],
-    );
-    out.push_str("### Drop of a suspended coroutine\n\n");
-    timing_table(
-        &mut out,
-        results,
-        "instructions/drop-suspended/",
-        &["instructions/drop-suspended/greenlet"],
-    );
+    match context.qemu_agreement {
+        Some((qemu, callgrind)) => {
+            let _ = write!(
+                out,
+                " The check that the two ways of counting agree: the same counting on this \
+                 machine's own build gives {qemu:.2} instructions for a raw switch round trip, \
+                 callgrind {callgrind:.2}."
+            );
+        }
+        None => out.push_str(" (Not checked against callgrind in this run: see the notes.)"),
+    }
+    out.push_str("\n\n");
+    counted_tables(&mut out, results, "aarch64-instructions/");
     out.push_str("## Create, run to completion, drop\n\nNanoseconds per empty coroutine.\n\n");
     timing_table(
         &mut out,
@@ -1174,10 +1514,8 @@ fn shorten_registry_paths(text: &str) -> String {
 
 /// What a comparison measures, with its unit: "switch round trip (ns)".
 fn measure_of(id: &str) -> String {
-    let (counted, rest) = match id.strip_prefix("instructions/") {
-        Some(rest) => (true, rest),
-        None => (false, id),
-    };
+    let rest = bare(id);
+    let counted = rest.len() < id.len();
     let group = rest.split('/').next().unwrap_or("");
     let what = match group {
         "switch" => "switch round trip",
@@ -1189,7 +1527,9 @@ fn measure_of(id: &str) -> String {
         g if g.starts_with("mem-") => "memory per suspended coroutine",
         g => g,
     };
-    let unit = if counted {
+    let unit = if id.starts_with("aarch64-") {
+        "aarch64 instructions"
+    } else if counted {
         "instructions"
     } else if group.starts_with("mem-") {
         "bytes"
@@ -1224,7 +1564,6 @@ fn render_svg(results: &Results, context: &Context) -> String {
         if let Some(first) = section.get(..1) {
             section = first.to_uppercase() + &section[1..];
         }
-        let bare = |id: &'static str| id.trim_start_matches("instructions/");
         let label = format!("{} vs {}", label(bare(peer)), label(bare(ours)));
         bars.push(Bar {
             section,
