@@ -73,9 +73,11 @@ FUNCTION_BEGIN(switch)
     ldr x10, [x1, #GREENLET_FRAME_FPCR]
     mrs x9, fpcr
 #endif
-    sub sp, sp, #GREENLET_FRAME_SIZE
+    /* The frame is pushed by the first pair store itself (pre-indexed):
+     * one instruction that moves sp and stores, so nothing is ever stored
+     * below sp (there is no red zone on aarch64). */
+    stp x9, x19, [sp, #-GREENLET_FRAME_SIZE]!
     .cfi_def_cfa_offset GREENLET_FRAME_SIZE
-    stp x9, x19, [sp, #GREENLET_FRAME_FPCR]
     stp x29, x30, [sp, #GREENLET_FRAME_X29]
     /* Where each register lives relative to the CFA (sp + 32). The same
      * shape is found on the resumed stack, so these stay true after the
@@ -95,9 +97,11 @@ FUNCTION_BEGIN(switch)
 #endif
 1:
     .cfi_remember_state
-    ldr x19, [sp, #GREENLET_FRAME_X19]
     ldp x29, x30, [sp, #GREENLET_FRAME_X29]
-    add sp, sp, #GREENLET_FRAME_SIZE
+    /* The last pair load pops the frame (post-indexed). x10 gets the
+     * resumed FPCR again, a value already in effect; the slot is loaded
+     * only to pair the load of x19 with the pop. */
+    ldp x10, x19, [sp], #GREENLET_FRAME_SIZE
     .cfi_def_cfa_offset 0
     .cfi_restore x19
     .cfi_restore x29

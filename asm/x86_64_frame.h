@@ -7,14 +7,19 @@
  * #[repr(C)] initial frame has exactly these offsets. Change a number here and
  * the Rust build fails until the Rust side agrees.
  *
- *   saved stack pointer -> +--------------------------+  lower addresses
- *                     +0  | MXCSR (32 bits)          |  stmxcsr
- *                     +4  | x87 control word (16)    |  fnstcw
- *                     +6  | unused (16 bits)         |  whatever was there
- *                     +8  | rbx                      |
- *                     +16 | rbp                      |
- *                     +24 | resume address           |  pushed by `call`
- *                     +32 +--------------------------+  higher addresses
+ *                          +--------------------------+  lower addresses
+ *                     +0   | MXCSR (32 bits)          |  stmxcsr
+ *                     +4   | x87 control word (16)    |  fnstcw
+ *                     +6   | unused (16 bits)         |  whatever was there
+ *                     +8   | rbx                      |
+ *                     +16  | rbp                      |
+ * saved stack pointer +24  | resume address           |  pushed by `call`
+ *                     +32  +--------------------------+  higher addresses
+ *
+ * The saved stack pointer is the suspended context's rsp, which points at
+ * the resume address its `call` pushed (GREENLET_FRAME_SAVED_POINTER); the
+ * rest of the frame lies below it, in the red zone. Offsets here are from
+ * the frame's lowest byte.
  *
  * r12-r15 are not in the frame: the `asm!` block that calls the switch
  * declares them clobbered, and the compiler saves the live ones (see the top
@@ -27,3 +32,4 @@
 #define GREENLET_FRAME_RBP 16
 #define GREENLET_FRAME_RETURN_ADDRESS 24
 #define GREENLET_FRAME_SIZE 32
+#define GREENLET_FRAME_SAVED_POINTER 24

@@ -29,11 +29,15 @@
  * The saved frame (see x86_64_frame.h for the table the Rust side checks):
  *
  *       +32  +-----------------------------+  <- stack pointer before the call
- *       +24  | resume address              |     pushed by `call`
- *       +16  | rbp                         |
+ *       +24  | resume address              |  <- saved stack pointer, pushed
+ *       +16  | rbp                         |     by `call`
  *       +8   | rbx                         |
- *       +0   | MXCSR | x87 CW | unused     |  <- saved stack pointer
+ *       +0   | MXCSR | x87 CW | unused     |
  *            +-----------------------------+
+ *
+ * The saved stack pointer is the suspended context's own rsp: the frame
+ * below it is written in its red zone, and resuming it is one move of rsp
+ * and a jump through the resume address, with no stack adjustment.
  *
  * Why the floating-point control state is in the frame: the ABI makes MXCSR's
  * control bits and the x87 control word callee-saved, so a greenlet that sets
@@ -60,7 +64,8 @@
  * src/raw.rs only.
  *
  * On entry:  rax = arg, the word handed to the resumed context;
- *            rsi = to, a saved stack pointer (a frame laid out as above,
+ *            rsi = to, a saved stack pointer (pointing at the resume
+ *                  address of a frame laid out as above,
  *                  produced by an earlier greenlet_switch or by the Rust
  *                  initial-frame writer for a fresh stack);
  *            rdx = save, where the current context's stack pointer goes.
@@ -69,69 +74,75 @@
  * Preserves: rbx, rbp, rsp, MXCSR's control bits, the x87 control word.
  * Clobbers:  every other general-purpose and vector register, r12-r15
  *            included, and the flags; the caller declares them.
- * Alignment: `to` must be 16-byte aligned, as every saved frame is; rsp is
- *            16-byte aligned before the `call`, as the ABI has it.
+ * Alignment: rsp is 16-byte aligned before the `call`, as the ABI has
+ *            it, so every saved stack pointer is 8 past a multiple of 16
+ *            and every frame starts on one.
  */
 FUNCTION_BEGIN(switch)
     /* The frame is built in place below the return address the `call`
      * pushed, without moving rsp (the 128-byte red zone below rsp is ours:
-     * signal handlers skip it), and rsp then moves once, to the resumed
-     * frame. Offsets from rsp at entry: the frame's base is rsp - 24.
+     * signal handlers skip it), and the saved stack pointer is rsp itself,
+     * which points at that return address: a field of the frame is at
+     * rsp + (its offset - GREENLET_FRAME_RETURN_ADDRESS). Resuming sets rsp
+     * once, to just above the resumed frame, where its `call` left it, and
+     * jumps through the return address below it: no pops, no adds.
      *
      * Our x87 control word first: reading back what `fnstcw` stored is slow
      * (the store does not forward to a load for a few dozen cycles), so the
      * store goes first and the read comes last, after the stack is
      * swapped. */
 #ifndef GREENLET_BENCH_WITHOUT_FP_CONTROL
-    fnstcw GREENLET_FRAME_FP_CONTROL + 4 - (GREENLET_FRAME_SIZE - 8)(%rsp)
+    fnstcw GREENLET_FRAME_FP_CONTROL + 4 - GREENLET_FRAME_RETURN_ADDRESS(%rsp)
     /* The resumed context's control state, read before we store anything
      * else. Both contexts' frames often sit at the same offset in their
      * pages, so a load from theirs issued after our stores looks like it
      * could depend on them (the CPU compares only the low 12 address bits)
      * and waits for them. */
-    movl GREENLET_FRAME_FP_CONTROL(%rsi), %r9d
-    movzwl GREENLET_FRAME_FP_CONTROL + 4(%rsi), %r11d
+    movl GREENLET_FRAME_FP_CONTROL - GREENLET_FRAME_RETURN_ADDRESS(%rsi), %r9d
+    movzwl GREENLET_FRAME_FP_CONTROL + 4 - GREENLET_FRAME_RETURN_ADDRESS(%rsi), %r11d
 #endif
 
     /* CFA = rsp + 8 here, and stays so until the swap; each register's
      * slot is recorded once it is stored, so an unwinder stopped anywhere
      * below finds them. The resumed stack holds a frame of exactly this
      * shape, so the same rules hold after the swap. */
-    movq %rbp, GREENLET_FRAME_RBP - (GREENLET_FRAME_SIZE - 8)(%rsp)
+    movq %rbp, GREENLET_FRAME_RBP - GREENLET_FRAME_RETURN_ADDRESS(%rsp)
     .cfi_offset %rbp, GREENLET_FRAME_RBP - GREENLET_FRAME_SIZE
-    movq %rbx, GREENLET_FRAME_RBX - (GREENLET_FRAME_SIZE - 8)(%rsp)
+    movq %rbx, GREENLET_FRAME_RBX - GREENLET_FRAME_RETURN_ADDRESS(%rsp)
     .cfi_offset %rbx, GREENLET_FRAME_RBX - GREENLET_FRAME_SIZE
 #ifndef GREENLET_BENCH_WITHOUT_FP_CONTROL
-    stmxcsr GREENLET_FRAME_FP_CONTROL - (GREENLET_FRAME_SIZE - 8)(%rsp)
+    stmxcsr GREENLET_FRAME_FP_CONTROL - GREENLET_FRAME_RETURN_ADDRESS(%rsp)
+    /* Our frame, to read our control state back from after the swap. */
+    movq %rsp, %r10
 #endif
 
-    /* The switch proper: publish our frame, adopt theirs. */
-    leaq -(GREENLET_FRAME_SIZE - 8)(%rsp), %r10
-    movq %r10, (%rdx)
-    movq %rsi, %rsp
-    .cfi_def_cfa_offset GREENLET_FRAME_SIZE
+    /* The switch proper: publish our stack pointer, adopt theirs (as it
+     * was before their `call`: their CFA). */
+    movq %rsp, (%rdx)
+    leaq GREENLET_FRAME_SIZE - GREENLET_FRAME_RETURN_ADDRESS(%rsi), %rsp
+    .cfi_def_cfa_offset 0
 
 #ifndef GREENLET_BENCH_WITHOUT_FP_CONTROL
     /* Only MXCSR's control bits (6-15) are callee-saved; its status flags
      * (0-5) are caller-saved and differ all the time (any inexact float
      * operation sets one), so they must not trigger a reload. Our MXCSR is
      * read back from the frame (`stmxcsr` forwards quickly). */
-    xorl GREENLET_FRAME_FP_CONTROL(%r10), %r9d
+    xorl GREENLET_FRAME_FP_CONTROL - GREENLET_FRAME_RETURN_ADDRESS(%r10), %r9d
     testl $GREENLET_MXCSR_CONTROL_MASK, %r9d
     jne 2f
 1:
     /* Our control word, stored at the top, is old enough to read now. */
-    cmpw GREENLET_FRAME_FP_CONTROL + 4(%r10), %r11w
+    cmpw GREENLET_FRAME_FP_CONTROL + 4 - GREENLET_FRAME_RETURN_ADDRESS(%r10), %r11w
     jne 3f
 #endif
 4:
+    /* The resumed frame lies just below rsp now, in the red zone, where
+     * nothing can overwrite it before it is read. */
     .cfi_remember_state
-    movq GREENLET_FRAME_RBX(%rsp), %rbx
+    movq GREENLET_FRAME_RBX - GREENLET_FRAME_SIZE(%rsp), %rbx
     .cfi_restore %rbx
-    movq GREENLET_FRAME_RBP(%rsp), %rbp
+    movq GREENLET_FRAME_RBP - GREENLET_FRAME_SIZE(%rsp), %rbp
     .cfi_restore %rbp
-    addq $GREENLET_FRAME_SIZE, %rsp
-    .cfi_def_cfa_offset 0
     /* Not `ret`: the return-stack predictor expects a return to our own
      * caller, and a switch resumes another context, so `ret` mispredicts on
      * every switch (measured here, in a C ping-pong that leaves out the FP
@@ -140,14 +151,14 @@ FUNCTION_BEGIN(switch)
      * address is read from just below rsp, in the red zone. The resume
      * point is a return address, so this needs no `endbr64` landing pad as
      * long as user-space IBT is off, which Linux does not offer. */
-    jmpq *-8(%rsp)
+    jmpq *GREENLET_FRAME_RETURN_ADDRESS - GREENLET_FRAME_SIZE(%rsp)
 #ifndef GREENLET_BENCH_WITHOUT_FP_CONTROL
 2:
     /* Out of line: the resumed context runs with a different rounding mode
      * or exception mask, so load its MXCSR before resuming it. */
     .cfi_restore_state
     .cfi_remember_state
-    ldmxcsr GREENLET_FRAME_FP_CONTROL(%rsp)
+    ldmxcsr GREENLET_FRAME_FP_CONTROL - GREENLET_FRAME_SIZE(%rsp)
     /* Without this fence, what the CPU runs ahead of a changing `ldmxcsr`
      * (here, on to the other context's next `stmxcsr`) was thrown away and
      * redone on every switch: 147 ns a round trip between two greenlets
@@ -157,7 +168,7 @@ FUNCTION_BEGIN(switch)
 3:
     /* Out of line: a different x87 control word. */
     .cfi_restore_state
-    fldcw GREENLET_FRAME_FP_CONTROL + 4(%rsp)
+    fldcw GREENLET_FRAME_FP_CONTROL + 4 - GREENLET_FRAME_SIZE(%rsp)
     jmp 4b
 #endif
 FUNCTION_END(switch)
@@ -202,7 +213,8 @@ FUNCTION_END(trampoline)
  *
  * On entry:  rax = the word passed by the switch into the probe;
  *            rbx = entry, rbp = data (as for greenlet_trampoline);
- *            rsp = the suspended context's saved stack pointer.
+ *            rsp = the bottom of the suspended context's saved frame
+ *                  (24 bytes below its saved stack pointer).
  * On exit:   never returns; `entry` must switch away for good.
  */
 FUNCTION_BEGIN(probe_trampoline)

@@ -25,7 +25,10 @@ fn main() {
         // The core's own build script rejects every other target.
         _ => return,
     };
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../asm");
+    // Read at run time: `env!` would bake in the directory the build script
+    // itself was compiled in, which a reused build script would keep.
+    let manifest_dir = std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
+    let dir = std::path::Path::new(&manifest_dir).join("../asm");
     println!("cargo:rerun-if-changed={}", dir.display());
     cc::Build::new()
         .file(dir.join(asm))

@@ -331,9 +331,10 @@ struct Inner {
     /// What sanitizers need to know about this stack (zero-sized unless the
     /// `asan` feature is on).
     fiber: Fiber,
-    /// The lowest stack pointer seen at this greenlet's switches (to begin
-    /// with, its initial frame's): how deep its stack went, for the pool's
-    /// page release.
+    /// The lowest saved stack pointer seen at this greenlet's switches (to
+    /// begin with, its initial frame's): how deep its stack went, for the
+    /// pool's page release (see [`Inner::deepest`]). A saved stack pointer,
+    /// not its frame's bottom, so that the switch compares what it has.
     low_water: Cell<usize>,
     /// For an unstarted greenlet: the function that drops the body stored at
     /// the top of its stack (given `stack_top`) if it never runs.
@@ -350,6 +351,16 @@ type DropBody = unsafe fn(usize);
 impl Inner {
     fn is_main(&self) -> bool {
         self.stack_top == 0
+    }
+
+    /// The lowest stack address this greenlet was seen using (the bottom
+    /// of its deepest saved frame), or a huge number if it was never seen:
+    /// what the stack pool's page release wants.
+    #[inline(always)]
+    fn deepest(&self) -> usize {
+        self.low_water
+            .get()
+            .wrapping_sub(crate::arch::SAVED_POINTER)
     }
 
     #[inline]
@@ -457,7 +468,7 @@ impl Drop for Inner {
             State::Suspended | State::Running | State::Dead => {}
         }
         if let Some(stack) = self.stack.take() {
-            stack::give_back(stack, self.low_water.get());
+            stack::give_back(stack, self.deepest());
         }
     }
 }
@@ -1484,8 +1495,8 @@ unsafe fn reclaim_final() {
     let held = thread.held.get();
     // Each path ends in its one call, so the usual one saves no registers.
     match o.stack.take() {
-        Some(stack) if held.is_null() => stack::give_back(stack, o.low_water.get()),
-        Some(stack) => reclaim_final_held(thread, stack, o.low_water.get()),
+        Some(stack) if held.is_null() => stack::give_back(stack, o.deepest()),
+        Some(stack) => reclaim_final_held(thread, stack, o.deepest()),
         None if held.is_null() => {}
         None => release_held(thread),
     }
@@ -1515,7 +1526,7 @@ fn reclaim_origin(thread: &ThreadState) {
             // resumed.
             o.saved.set(None);
             if let Some(stack) = o.stack.take() {
-                stack::give_back(stack, o.low_water.get());
+                stack::give_back(stack, o.deepest());
             }
         }
     }
@@ -2114,7 +2125,7 @@ impl Greenlet {
     pub fn stack_in_use(&self) -> usize {
         match (self.inner.saved.get(), self.inner.state.get()) {
             (Some(sp), State::Suspended) if !self.is_main() => {
-                self.inner.stack_top - sp.as_ptr() as usize
+                self.inner.stack_top - sp.frame_bottom()
             }
             _ => 0,
         }
@@ -2159,7 +2170,7 @@ impl Greenlet {
             return None;
         }
         let saved = self.inner.saved.get()?;
-        let top = saved.as_ptr() as usize;
+        let top = saved.frame_bottom();
         let free_bottom = if self.is_main() {
             // A thread's stack, whose end we do not know: thread stacks are
             // far larger than the probe's needs.
@@ -2403,7 +2414,7 @@ fn recycle(inner: &Rc<Inner>, t: &ThreadState) -> bool {
     // list before the calls that release them, which may run code (a
     // parent's exit) that could even reuse it: it is empty by then.
     let stack = inner.stack.take();
-    let low_water = inner.low_water.get();
+    let low_water = inner.deepest();
     let parent = inner.parent.take();
     let room = t.recycle_room.get();
     // Dead, as it always is here but for a main greenlet; `room` is 0 once

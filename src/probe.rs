@@ -60,7 +60,7 @@ pub(crate) unsafe fn backtrace_of(
     // The probe's frames were abandoned, not returned from: clear the ASan
     // redzones they left on the free stack, where the greenlet's own frames
     // will go when it resumes. (Nothing to do without the `asan` feature.)
-    let top = saved.as_ptr() as usize;
+    let top = saved.frame_bottom();
     crate::sanitizer::unpoison_stack(free_bottom, top - free_bottom);
     probe.result.take()
 }

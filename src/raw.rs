@@ -11,7 +11,7 @@
 //! function of a fresh stack never returns.
 #![allow(unsafe_code)]
 
-use crate::arch::{self, INITIAL_FRAME_SIZE, InitialFrame, STACK_ALIGNMENT};
+use crate::arch::{self, INITIAL_FRAME_SIZE, InitialFrame, SAVED_POINTER, STACK_ALIGNMENT};
 use core::ptr::NonNull;
 
 /// The function a fresh stack starts in.
@@ -32,7 +32,9 @@ use core::ptr::NonNull;
 /// ```
 pub type Entry = unsafe extern "C" fn(arg: usize, data: *mut u8) -> !;
 
-/// A suspended context: the stack pointer at which its saved frame sits.
+/// A suspended context: its stack pointer when it switched away, at which
+/// (aarch64) or just below which (x86_64, in the red zone) its saved frame
+/// sits.
 ///
 /// `Option<StackPointer>` has the size and representation of a raw pointer
 /// (`None` is null), which is what [`switch`] writes through its `save` slot.
@@ -49,7 +51,7 @@ pub type Entry = unsafe extern "C" fn(arg: usize, data: *mut u8) -> !;
 pub struct StackPointer(NonNull<u8>);
 
 impl StackPointer {
-    /// The address of the saved frame.
+    /// The saved stack pointer.
     ///
     /// # Examples
     ///
@@ -59,10 +61,15 @@ impl StackPointer {
     /// // SAFETY: a fresh stack, never switched to here.
     /// let sp = unsafe { greenlet::raw::init_stack(stack.top().as_ptr(), entry, std::ptr::null_mut()) };
     /// assert!((sp.as_ptr() as usize) < stack.top().as_ptr() as usize);
-    /// assert_eq!(sp.as_ptr() as usize % 16, 0);
     /// ```
     pub fn as_ptr(self) -> *mut u8 {
         self.0.as_ptr()
+    }
+
+    /// The lowest address of the saved frame: the deepest byte of its stack
+    /// the suspended context uses. 16-byte aligned.
+    pub(crate) fn frame_bottom(self) -> usize {
+        self.0.as_ptr() as usize - SAVED_POINTER
     }
 }
 
@@ -110,8 +117,8 @@ pub unsafe fn init_stack(top: *mut u8, entry: Entry, data: *mut u8) -> StackPoin
     // large enough; `frame` is 16-byte aligned, more than the struct needs.
     unsafe { frame.write(InitialFrame::new(entry, data, arch::greenlet_trampoline)) };
     // SAFETY: `frame` is derived from a non-null stack top minus a small
-    // constant, so it is not null.
-    StackPointer(unsafe { NonNull::new_unchecked(frame.cast()) })
+    // constant, so it is not null, nor is a point inside it.
+    StackPointer(unsafe { NonNull::new_unchecked(frame.cast::<u8>().add(SAVED_POINTER)) })
 }
 
 /// Writes the initial frame of a *probe* just below the saved frame of the
@@ -136,8 +143,9 @@ pub unsafe fn init_stack(top: *mut u8, entry: Entry, data: *mut u8) -> StackPoin
 #[cfg(feature = "std")]
 pub(crate) unsafe fn init_probe(under: StackPointer, entry: Entry, data: *mut u8) -> StackPointer {
     // Saved frames are 16-byte aligned, so the probe's frame ends exactly at
-    // `under`, which is what the probe trampoline's CFI relies on.
-    let frame = (under.as_ptr() as usize - INITIAL_FRAME_SIZE) as *mut InitialFrame;
+    // the bottom of `under`'s, which is what the probe trampoline's CFI
+    // relies on.
+    let frame = (under.frame_bottom() - INITIAL_FRAME_SIZE) as *mut InitialFrame;
     // SAFETY: the caller guarantees the free stack below `under` is writable;
     // `frame` is 16-byte aligned, more than the struct needs.
     unsafe {
@@ -147,8 +155,9 @@ pub(crate) unsafe fn init_probe(under: StackPointer, entry: Entry, data: *mut u8
             arch::greenlet_probe_trampoline,
         ))
     };
-    // SAFETY: `frame` is a stack address minus a small constant, not null.
-    StackPointer(unsafe { NonNull::new_unchecked(frame.cast()) })
+    // SAFETY: `frame` is a stack address minus a small constant, not null,
+    // nor is a point inside it.
+    StackPointer(unsafe { NonNull::new_unchecked(frame.cast::<u8>().add(SAVED_POINTER)) })
 }
 
 /// Suspends the running context, saving it in `*save`, and resumes `to`,

@@ -26,6 +26,8 @@ const_assert_eq!(offset_of!(InitialFrame, x19_entry), frame::X19);
 const_assert_eq!(offset_of!(InitialFrame, x29_data), frame::X29);
 const_assert_eq!(offset_of!(InitialFrame, x30), frame::X30);
 const_assert_eq!(size_of::<InitialFrame>(), frame::SIZE);
+// The saved stack pointer is the suspended sp, the frame's bottom.
+const_assert_eq!(frame::SAVED_POINTER, 0);
 const_assert_eq!(frame::SIZE % 16, 0);
 
 impl InitialFrame {

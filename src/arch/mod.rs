@@ -59,5 +59,11 @@ pub(crate) type Entry = unsafe extern "C" fn(arg: usize, data: *mut u8) -> !;
 /// Bytes that [`InitialFrame`] occupies at the top of a fresh stack.
 pub(crate) const INITIAL_FRAME_SIZE: usize = core::mem::size_of::<InitialFrame>();
 
-/// Stack pointers at a switch are 16-byte aligned on both architectures.
+/// Where the saved stack pointer points in the saved frame, in bytes from
+/// its lowest byte: at the resume address on x86_64 (the suspended rsp; the
+/// rest of the frame is below it, in the red zone), at the frame's bottom
+/// on aarch64.
+pub(crate) const SAVED_POINTER: usize = frame::SAVED_POINTER;
+
+/// Frames (their lowest byte) are 16-byte aligned on both architectures.
 pub(crate) const STACK_ALIGNMENT: usize = 16;

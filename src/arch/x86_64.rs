@@ -29,6 +29,9 @@ const_assert_eq!(
     frame::RETURN_ADDRESS
 );
 const_assert_eq!(size_of::<InitialFrame>(), frame::SIZE);
+// The saved stack pointer is the suspended rsp, which points at the resume
+// address that context's `call` pushed.
+const_assert_eq!(frame::SAVED_POINTER, frame::RETURN_ADDRESS);
 // The trampoline runs with rsp = frame + SIZE and needs it 16-byte aligned.
 const_assert_eq!(frame::SIZE % 16, 0);
 
