@@ -169,6 +169,7 @@ fn report(args: &[&str]) -> Result<ExitCode, String> {
         runs: 7,
         process_runs: 5,
         lock_file: here.join("../Cargo.lock"),
+        quick: false,
     };
     for (name, value) in self::options(args, &["--no-python", "--no-callgrind", "--quick"])? {
         match name {
@@ -183,6 +184,7 @@ fn report(args: &[&str]) -> Result<ExitCode, String> {
             // A quick pass through everything, to check the pipeline; the
             // figures are too short-lived to quote.
             "--quick" => {
+                options.quick = true;
                 options.target_ms = 20;
                 options.runs = 5;
                 options.process_runs = 1;

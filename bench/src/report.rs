@@ -35,6 +35,9 @@ pub struct Options {
     /// Runs for memory and callgrind figures (each a child process).
     pub process_runs: usize,
     pub lock_file: PathBuf,
+    /// A quick pass through the pipeline: the memory measurement stops at
+    /// 100,000 live greenlets (a million need about 4 GiB).
+    pub quick: bool,
 }
 
 /// The Python workloads, as `bench.py time ID` knows them.
@@ -66,12 +69,22 @@ struct Results {
     rows: BTreeMap<String, Row>,
     /// Problems and skipped parts, in the order they happened.
     notes: Vec<String>,
+    /// How many of the notes say a figure is missing because something
+    /// failed (rather than because it was skipped on purpose).
+    failures: usize,
     versions: BTreeMap<String, String>,
 }
 
 impl Results {
     fn median(&self, id: &str) -> Option<f64> {
         self.rows.get(id).map(|r| r.summary.median)
+    }
+
+    /// A figure that should be there is missing: noted, and the report
+    /// exits non-zero (after writing what it has).
+    fn fail(&mut self, note: impl Into<String>) {
+        self.failures += 1;
+        self.note(note);
     }
 
     fn note(&mut self, note: impl Into<String>) {
@@ -172,7 +185,7 @@ fn collect_timings(results: &mut Results, jobs: &mut [(String, Command)], rounds
         );
     }
     for (id, reason) in failed {
-        results.note(format!("{id}: {reason}"));
+        results.fail(format!("{id}: {reason}"));
     }
     for (id, (runs, mut row)) in values {
         row.summary = Summary::of(&runs);
@@ -200,7 +213,7 @@ fn collect_memory(
     for _ in 0..runs {
         let output = match run_child(&mut command()) {
             Ok(o) => o,
-            Err(e) => return results.note(format!("{id}: {e}")),
+            Err(e) => return results.fail(format!("{id}: {e}")),
         };
         match result_lines(&output).into_iter().find_map(row_from_fields) {
             Some((_, row)) if output.status.success() => {
@@ -208,7 +221,7 @@ fn collect_memory(
                 last_fields = Some(row.fields);
             }
             _ => {
-                return results.note(format!(
+                return results.fail(format!(
                     "{id}: the measurement failed: {}",
                     describe_failure(&output)
                 ));
@@ -273,7 +286,7 @@ fn collect_callgrind(results: &mut Results, exe: &Path, runs: usize) {
     let scratch =
         std::env::temp_dir().join(format!("greenlet-bench-callgrind-{}", std::process::id()));
     if let Err(e) = std::fs::create_dir_all(&scratch) {
-        return results.note(format!(
+        return results.fail(format!(
             "callgrind: cannot create {}: {e}",
             scratch.display()
         ));
@@ -302,7 +315,7 @@ fn collect_callgrind(results: &mut Results, exe: &Path, runs: usize) {
         }
         let id = format!("instructions/{}", workload.id);
         if let Some(e) = failure {
-            results.note(format!("{id}: {e}"));
+            results.fail(format!("{id}: {e}"));
             continue;
         }
         let summary = Summary::of(&per_iteration);
@@ -313,19 +326,25 @@ fn collect_callgrind(results: &mut Results, exe: &Path, runs: usize) {
             summary.max,
             started.elapsed().as_secs_f64()
         );
-        let mut fields = BTreeMap::new();
-        fields.insert("iters".to_string(), iterations.to_string());
-        results.rows.insert(
-            id,
-            Row {
-                unit: "instructions".into(),
-                summary,
-                runs,
-                fields,
-            },
-        );
+        insert_count(results, id, summary, runs, iterations);
     }
     let _ = std::fs::remove_dir_all(&scratch);
+}
+
+/// Records an instruction count per iteration, from `runs` child processes
+/// of `iterations` iterations each.
+fn insert_count(results: &mut Results, id: String, summary: Summary, runs: usize, iterations: u64) {
+    let mut fields = BTreeMap::new();
+    fields.insert("iters".to_string(), iterations.to_string());
+    results.rows.insert(
+        id,
+        Row {
+            unit: "instructions".into(),
+            summary,
+            runs,
+            fields,
+        },
+    );
 }
 
 /// The prefixes of instruction-count rows: callgrind on this machine, and
@@ -466,8 +485,8 @@ fn aarch64_per_iteration(qemu: &Qemu, aarch64_exe: &Path, id: &str) -> Result<(f
 }
 
 /// `greenlet-bench count-aarch64 EXE ID...`: the aarch64 counts of a few
-/// workloads, printed; fails on the first that cannot be counted (CI runs
-/// it so the pipeline behind the report's aarch64 section stays working).
+/// workloads, printed, without the rest of the report; fails on the first
+/// that cannot be counted.
 pub fn count_aarch64(aarch64_exe: &Path, ids: &[&str]) -> Result<ExitCode, String> {
     let qemu = Qemu::aarch64()?;
     for id in ids {
@@ -491,7 +510,7 @@ fn collect_aarch64(results: &mut Results, qemu: &Qemu, aarch64_exe: &Path) {
             match aarch64_per_iteration(qemu, aarch64_exe, workload.id) {
                 Ok(counted) => counted,
                 Err(e) => {
-                    results.note(format!("{id}: {e}"));
+                    results.fail(format!("{id}: {e}"));
                     continue;
                 }
             };
@@ -499,17 +518,7 @@ fn collect_aarch64(results: &mut Results, qemu: &Qemu, aarch64_exe: &Path) {
             "{id:<54} {per_iteration:>10.1} instructions  ({:.1} s)",
             started.elapsed().as_secs_f64()
         );
-        let mut fields = BTreeMap::new();
-        fields.insert("iters".to_string(), iterations.to_string());
-        results.rows.insert(
-            id,
-            Row {
-                unit: "instructions".into(),
-                summary: Summary::of(&[per_iteration]),
-                runs: 1,
-                fields,
-            },
-        );
+        insert_count(results, id, Summary::of(&[per_iteration]), 1, iterations);
     }
 }
 
@@ -536,7 +545,7 @@ fn qemu_check(results: &mut Results, exe: &Path) -> Option<(f64, f64)> {
             callgrind,
         )),
         Err(e) => {
-            results.note(format!("qemu's count not checked against callgrind's: {e}"));
+            results.fail(format!("qemu's count not checked against callgrind's: {e}"));
             None
         }
     }
@@ -555,12 +564,12 @@ fn collect_walls(results: &mut Results, exe: &Path) {
         let output = match run_child(&mut command) {
             Ok(o) => o,
             Err(e) => {
-                results.note(format!("{id}: {e}"));
+                results.fail(format!("{id}: {e}"));
                 continue;
             }
         };
         let Some(mut fields) = result_lines(&output).into_iter().next() else {
-            results.note(format!("{id}: no result: {}", describe_failure(&output)));
+            results.fail(format!("{id}: no result: {}", describe_failure(&output)));
             continue;
         };
         fields.insert("exit".into(), output.status.to_string());
@@ -711,7 +720,7 @@ pub fn run(options: &Options) -> ExitCode {
                         }
                     }
                 }
-                Err(e) => results.note(format!("python versions: {e}")),
+                Err(e) => results.fail(format!("python versions: {e}")),
             }
         }
         None => results
@@ -722,7 +731,12 @@ pub fn run(options: &Options) -> ExitCode {
         "== memory: resident bytes per suspended coroutine, {} child processes each",
         options.process_runs
     );
-    for &count in MEM_COUNTS {
+    let mem_counts = if options.quick {
+        &MEM_COUNTS[..2]
+    } else {
+        MEM_COUNTS
+    };
+    for &count in mem_counts {
         for (imp, _) in MEM_IMPLS {
             let id = format!("mem-{count}/{imp}");
             collect_memory(&mut results, &id, options.process_runs, || {
@@ -810,6 +824,13 @@ pub fn run(options: &Options) -> ExitCode {
         }
     }
     eprintln!("report done in {:.0} s", started.elapsed().as_secs_f64());
+    if results.failures > 0 {
+        eprintln!(
+            "report: {} measurement(s) failed; their figures are missing (see the notes)",
+            results.failures
+        );
+        ok = false;
+    }
     if ok {
         ExitCode::SUCCESS
     } else {
