@@ -469,15 +469,16 @@ fn qemu_iterations(callgrind: u64) -> u64 {
     (callgrind / 40).max(100)
 }
 
-/// Instructions per iteration of one workload of the aarch64 build.
-fn aarch64_per_iteration(qemu: &Qemu, aarch64_exe: &Path, id: &str) -> Result<(f64, u64), String> {
+/// Instructions per iteration of one workload of `exe` (a build of this
+/// binary for qemu's architecture), and the iterations it was counted over.
+fn qemu_per_iteration(qemu: &Qemu, exe: &Path, id: &str) -> Result<(f64, u64), String> {
     let workload = crate::workloads::find(id).ok_or_else(|| format!("no workload {id}"))?;
     let iterations = workload
         .callgrind
         .map(qemu_iterations)
         .ok_or_else(|| format!("{id} is not counted"))?;
-    let with = qemu.instructions(aarch64_exe, id, iterations)?;
-    let without = qemu.instructions(aarch64_exe, id, 0)?;
+    let with = qemu.instructions(exe, id, iterations)?;
+    let without = qemu.instructions(exe, id, 0)?;
     Ok((
         with.saturating_sub(without) as f64 / iterations as f64,
         iterations,
@@ -490,7 +491,7 @@ fn aarch64_per_iteration(qemu: &Qemu, aarch64_exe: &Path, id: &str) -> Result<(f
 pub fn count_aarch64(aarch64_exe: &Path, ids: &[&str]) -> Result<ExitCode, String> {
     let qemu = Qemu::aarch64()?;
     for id in ids {
-        let (per_iteration, iterations) = aarch64_per_iteration(&qemu, aarch64_exe, id)?;
+        let (per_iteration, iterations) = qemu_per_iteration(&qemu, aarch64_exe, id)?;
         println!(
             "aarch64 {id:<32} {per_iteration:>10.1} instructions per iteration ({iterations} iterations, {} {})",
             qemu.program, qemu.one_per_block
@@ -506,14 +507,13 @@ fn collect_aarch64(results: &mut Results, qemu: &Qemu, aarch64_exe: &Path) {
         }
         let started = Instant::now();
         let id = format!("aarch64-instructions/{}", workload.id);
-        let (per_iteration, iterations) =
-            match aarch64_per_iteration(qemu, aarch64_exe, workload.id) {
-                Ok(counted) => counted,
-                Err(e) => {
-                    results.fail(format!("{id}: {e}"));
-                    continue;
-                }
-            };
+        let (per_iteration, iterations) = match qemu_per_iteration(qemu, aarch64_exe, workload.id) {
+            Ok(counted) => counted,
+            Err(e) => {
+                results.fail(format!("{id}: {e}"));
+                continue;
+            }
+        };
         eprintln!(
             "{id:<54} {per_iteration:>10.1} instructions  ({:.1} s)",
             started.elapsed().as_secs_f64()
@@ -535,15 +535,8 @@ fn qemu_check(results: &mut Results, exe: &Path) -> Option<(f64, f64)> {
             return None;
         }
     };
-    let iterations = qemu_iterations(200_000);
-    let counted = qemu
-        .instructions(exe, ID, iterations)
-        .and_then(|with| Ok((with, qemu.instructions(exe, ID, 0)?)));
-    match counted {
-        Ok((with, without)) => Some((
-            with.saturating_sub(without) as f64 / iterations as f64,
-            callgrind,
-        )),
+    match qemu_per_iteration(&qemu, exe, ID) {
+        Ok((counted, _)) => Some((counted, callgrind)),
         Err(e) => {
             results.fail(format!("qemu's count not checked against callgrind's: {e}"));
             None
