@@ -255,7 +255,7 @@ fn smoke() -> ExitCode {
     for (name, args) in children {
         let mut command = Command::new(&exe);
         command.args(&args);
-        if let Some((key, value)) = args.get(1).and_then(|imp| memory::wall_environment(imp)) {
+        if let Some((key, value)) = args.get(1).and_then(|imp| memory::child_environment(imp)) {
             command.env(key, value);
         }
         let output = match command.output() {

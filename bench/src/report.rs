@@ -209,6 +209,7 @@ fn collect_memory(
     mut command: impl FnMut() -> Command,
 ) {
     let mut values = Vec::new();
+    let mut create_start = Vec::new();
     let mut last_fields = None;
     for _ in 0..runs {
         let output = match run_child(&mut command()) {
@@ -218,6 +219,13 @@ fn collect_memory(
         match result_lines(&output).into_iter().find_map(row_from_fields) {
             Some((_, row)) if output.status.success() => {
                 values.push(row.summary.median);
+                if let Some(ns) = row
+                    .fields
+                    .get("create_start_ns")
+                    .and_then(|v| v.parse().ok())
+                {
+                    create_start.push(ns);
+                }
                 last_fields = Some(row.fields);
             }
             _ => {
@@ -238,6 +246,19 @@ fn collect_memory(
         fields.get("reached").map_or("?", String::as_str),
         fields.get("requested").map_or("?", String::as_str),
     );
+    if create_start.len() == values.len() {
+        // The time to create and start each while making them, as a figure
+        // of its own: `start-COUNT/IMP` beside `mem-COUNT/IMP`.
+        results.rows.insert(
+            id.replacen("mem-", "start-", 1),
+            Row {
+                unit: "ns".into(),
+                summary: Summary::of(&create_start),
+                runs: create_start.len(),
+                fields: fields.clone(),
+            },
+        );
+    }
     results.rows.insert(
         id.to_string(),
         Row {
@@ -500,25 +521,39 @@ pub fn count_aarch64(aarch64_exe: &Path, ids: &[&str]) -> Result<ExitCode, Strin
     Ok(ExitCode::SUCCESS)
 }
 
-fn collect_aarch64(results: &mut Results, qemu: &Qemu, aarch64_exe: &Path) {
-    for workload in ALL {
+/// `runs` counts of each workload: those of a single thread come out the
+/// same every time; may's and tokio's, whose worker threads qemu runs truly
+/// in parallel, can vary.
+fn collect_aarch64(results: &mut Results, qemu: &Qemu, aarch64_exe: &Path, runs: usize) {
+    'workloads: for workload in ALL {
         if workload.callgrind.is_none() {
             continue;
         }
         let started = Instant::now();
         let id = format!("aarch64-instructions/{}", workload.id);
-        let (per_iteration, iterations) = match qemu_per_iteration(qemu, aarch64_exe, workload.id) {
-            Ok(counted) => counted,
-            Err(e) => {
-                results.fail(format!("{id}: {e}"));
-                continue;
+        let mut counts = Vec::with_capacity(runs);
+        let mut iterations = 0;
+        for _ in 0..runs {
+            match qemu_per_iteration(qemu, aarch64_exe, workload.id) {
+                Ok((per_iteration, n)) => {
+                    counts.push(per_iteration);
+                    iterations = n;
+                }
+                Err(e) => {
+                    results.fail(format!("{id}: {e}"));
+                    continue 'workloads;
+                }
             }
-        };
+        }
+        let summary = Summary::of(&counts);
         eprintln!(
-            "{id:<54} {per_iteration:>10.1} instructions  ({:.1} s)",
+            "{id:<54} {:>10.1} instructions [{:.1} .. {:.1}]  ({:.1} s)",
+            summary.median,
+            summary.min,
+            summary.max,
             started.elapsed().as_secs_f64()
         );
-        insert_count(results, id, Summary::of(&[per_iteration]), 1, iterations);
+        insert_count(results, id, summary, counts.len(), iterations);
     }
 }
 
@@ -544,50 +579,52 @@ fn qemu_check(results: &mut Results, exe: &Path) -> Option<(f64, f64)> {
     }
 }
 
-fn collect_walls(results: &mut Results, exe: &Path) {
+fn collect_walls(results: &mut Results, exe: &Path, runs: usize) {
     let cap = wall_cap();
-    for (imp, _) in WALL_IMPLS {
+    'implementations: for (imp, _) in WALL_IMPLS {
         let id = format!("wall/{imp}");
-        let started = Instant::now();
-        let mut command = Command::new(exe);
-        command.args(["wall", imp, "--cap", &cap.to_string()]);
-        if let Some((name, value)) = crate::memory::wall_environment(imp) {
-            command.env(name, value);
-        }
-        let output = match run_child(&mut command) {
-            Ok(o) => o,
-            Err(e) => {
-                results.fail(format!("{id}: {e}"));
-                continue;
+        let mut counts = Vec::new();
+        let mut last = None;
+        for _ in 0..runs {
+            let started = Instant::now();
+            let mut command = Command::new(exe);
+            command.args(["wall", imp, "--cap", &cap.to_string()]);
+            if let Some((name, value)) = crate::memory::child_environment(imp) {
+                command.env(name, value);
             }
-        };
-        let Some(mut fields) = result_lines(&output).into_iter().next() else {
-            results.fail(format!("{id}: no result: {}", describe_failure(&output)));
-            continue;
-        };
-        fields.insert("exit".into(), output.status.to_string());
-        let reached: f64 = fields
-            .get("reached")
-            .and_then(|r| r.parse().ok())
-            .unwrap_or(0.0);
-        eprintln!(
-            "{id:<34} {reached:>12} live, then {} ({}): {}  ({:.1} s)",
-            fields.get("outcome").map_or("?", String::as_str),
-            output.status,
-            fields.get("message").map_or("", String::as_str),
-            started.elapsed().as_secs_f64()
-        );
-        let summary = Summary {
-            median: reached,
-            min: reached,
-            max: reached,
-        };
+            let output = match run_child(&mut command) {
+                Ok(o) => o,
+                Err(e) => {
+                    results.fail(format!("{id}: {e}"));
+                    continue 'implementations;
+                }
+            };
+            let Some(mut fields) = result_lines(&output).into_iter().next() else {
+                results.fail(format!("{id}: no result: {}", describe_failure(&output)));
+                continue 'implementations;
+            };
+            fields.insert("exit".into(), output.status.to_string());
+            let reached: f64 = fields
+                .get("reached")
+                .and_then(|r| r.parse().ok())
+                .unwrap_or(0.0);
+            eprintln!(
+                "{id:<34} {reached:>12} live, then {} ({}): {}  ({:.1} s)",
+                fields.get("outcome").map_or("?", String::as_str),
+                output.status,
+                fields.get("message").map_or("", String::as_str),
+                started.elapsed().as_secs_f64()
+            );
+            counts.push(reached);
+            last = Some(fields);
+        }
+        let Some(fields) = last else { continue };
         results.rows.insert(
             id,
             Row {
                 unit: "count".into(),
-                summary,
-                runs: 1,
+                summary: Summary::of(&counts),
+                runs: counts.len(),
                 fields,
             },
         );
@@ -735,6 +772,9 @@ pub fn run(options: &Options) -> ExitCode {
             collect_memory(&mut results, &id, options.process_runs, || {
                 let mut c = Command::new(&exe);
                 c.args(["mem", imp, &count.to_string()]);
+                if let Some((name, value)) = crate::memory::child_environment(imp) {
+                    c.env(name, value);
+                }
                 c
             });
         }
@@ -750,7 +790,7 @@ pub fn run(options: &Options) -> ExitCode {
     }
 
     eprintln!("== the vm.max_map_count wall (cap {})", wall_cap());
-    collect_walls(&mut results, &exe);
+    collect_walls(&mut results, &exe, options.process_runs);
 
     let valgrind = tool_version("valgrind", "--version");
     if !options.callgrind {
@@ -779,7 +819,7 @@ pub fn run(options: &Options) -> ExitCode {
                     "== instructions per iteration on aarch64, counted by qemu-user ({}): N and 0 iterations, / N",
                     found.one_per_block
                 );
-                collect_aarch64(&mut results, &found, aarch64_exe);
+                collect_aarch64(&mut results, &found, aarch64_exe, options.process_runs);
                 qemu_agreement = qemu_check(&mut results, &exe);
                 qemu = tool_version("qemu-aarch64", "--version");
             }
@@ -943,7 +983,20 @@ const COMPARISONS: &[(&str, &str)] = &[
         "aarch64-instructions/hub-spawn-join/tokio",
     ),
     ("mem-10000/greenlet-16k", "mem-10000/corosensei-16k"),
+    ("mem-10000/greenlet-16k", "mem-10000/context-16k"),
+    ("mem-10000/greenlet-16k", "mem-10000/generator-16k"),
+    ("mem-10000/greenlet-16k", "mem-10000/may-16k"),
     ("mem-10000/greenlet-16k", "mem-10000/python-greenlet"),
+    ("mem-1000000/greenlet-16k", "mem-1000000/python-greenlet"),
+    ("start-10000/greenlet-16k", "start-10000/corosensei-16k"),
+    ("start-10000/greenlet-16k", "start-10000/context-16k"),
+    ("start-10000/greenlet-16k", "start-10000/generator-16k"),
+    ("start-10000/greenlet-16k", "start-10000/may-16k"),
+    ("start-10000/greenlet-16k", "start-10000/python-greenlet"),
+    (
+        "start-1000000/greenlet-16k",
+        "start-1000000/python-greenlet",
+    ),
 ];
 
 /// Our own variants against each other: (baseline, variant).
@@ -1003,6 +1056,26 @@ const INTERNAL: &[(&str, &str, &str)] = &[
         "drop-suspended/greenlet",
         "drop-suspended cycle vs create-run-drop",
     ),
+    (
+        "start-10000/greenlet-16k",
+        "start-10000/greenlet-16k-mprotect",
+        "create+start holding 10,000: guards by mprotect (the fallback) vs by madvise",
+    ),
+    (
+        "mem-10000/greenlet-16k",
+        "mem-10000/greenlet-16k-mprotect",
+        "memory per suspended greenlet at 10,000: mprotect guards vs madvise",
+    ),
+    (
+        "start-10000/greenlet-16k",
+        "start-1000000/greenlet-16k",
+        "create+start holding 1,000,000 vs holding 10,000",
+    ),
+    (
+        "mem-10000/greenlet-16k",
+        "mem-1000000/greenlet-16k",
+        "memory per suspended greenlet at 1,000,000 vs at 10,000",
+    ),
 ];
 
 /// The part of an id after the group: the implementation.
@@ -1019,8 +1092,12 @@ fn label(id: &str) -> String {
         "greenlet-pooled" => "greenlet pooled".into(),
         "greenlet-fresh" => "greenlet fresh stack".into(),
         "greenlet-16k" => "greenlet 16 KiB".into(),
+        "greenlet-16k-mprotect" => "greenlet 16 KiB, mprotect guards".into(),
         "greenlet-default" => "greenlet 128 KiB".into(),
         "corosensei-16k" => "corosensei 16 KiB".into(),
+        "generator-16k" => "generator 16 KiB".into(),
+        "context-16k" => "context 16 KiB".into(),
+        "may-16k" => "may 16 KiB".into(),
         "python-greenlet" => "Python greenlet".into(),
         other => other.replace('-', " "),
     }
@@ -1202,6 +1279,7 @@ fn render_markdown(results: &Results, context: &Context) -> String {
         out,
         "| CPU | {model} ({cpus} logical CPUs; shared and noisy, hence medians) |"
     );
+    let _ = writeln!(out, "| memory | {} |", system::memory_total());
     let _ = writeln!(out, "| kernel | {} |", context.kernel);
     let _ = writeln!(
         out,
@@ -1218,10 +1296,13 @@ fn render_markdown(results: &Results, context: &Context) -> String {
     );
     let crates: Vec<String> = [
         "greenlet",
+        "greenlet-hub",
         "corosensei",
         "context",
         "generator",
         "may",
+        "tokio",
+        "mio",
         "memmap2",
         "libc",
     ]
@@ -1309,7 +1390,8 @@ fn render_markdown(results: &Results, context: &Context) -> String {
         "## Instructions per iteration on aarch64 (qemu)\n\nThe same workloads built for \
          aarch64-unknown-linux-gnu and run under qemu-user, which, made to translate one \
          instruction per block and to log every block it runs, writes a line per instruction \
-         executed in user space; N iterations minus 0, divided by N, one run (the count is exact). \
+         executed in user space; N iterations minus 0, divided by N, the median of the runs [min, max]: exact, and the \
+         same in every run, for code on one thread. \
          No aarch64 timings: qemu's clock says nothing about a real core. may's and tokio's counts \
          include their worker threads, which under qemu run truly in parallel, so they can vary \
          from run to run. On aarch64 the floating-point control state a switch keeps is FPCR: \
@@ -1378,10 +1460,21 @@ fn render_markdown(results: &Results, context: &Context) -> String {
     out.push_str(
         "## Memory per suspended coroutine\n\nResident bytes (from `/proc/self/statm`) per live, \
          suspended coroutine: the growth of the process's resident set while making them, divided \
-         by how many were made, each run in a fresh child process. Stacks are committed lazily, so \
-         this is the pages actually touched plus the bookkeeping. \"create+start\" is the time per \
-         coroutine to create and start it while making them (of the last run).\n\n",
+         by how many were made, each run in a fresh child process; the median of the runs [min, \
+         max]. Stacks are committed lazily, so this is the pages actually touched plus the \
+         bookkeeping. \"create+start\" is the time per coroutine to create and start it while \
+         making them, the median of the runs [min, max]; a peer that stops at the wall is \
+         measured up to there.",
     );
+    if let Some(runs) = results
+        .rows
+        .iter()
+        .find(|(id, _)| id.starts_with("mem-"))
+        .map(|(_, row)| row.runs)
+    {
+        let _ = write!(out, " Runs per cell: {runs}.");
+    }
+    out.push_str("\n\n");
     out.push_str("| implementation |");
     for count in MEM_COUNTS {
         let _ = write!(
@@ -1409,8 +1502,14 @@ fn render_markdown(results: &Results, context: &Context) -> String {
                         format_value(row.summary.min, "bytes"),
                         format_value(row.summary.max, "bytes")
                     );
-                    if let Some(ns) = row.fields.get("create_start_ns") {
-                        let _ = write!(out, "; create+start {ns} ns");
+                    if let Some(start) = results.rows.get(&format!("start-{count}/{imp}")) {
+                        let _ = write!(
+                            out,
+                            "; create+start {} ns [{}, {}]",
+                            format_value(start.summary.median, "ns"),
+                            format_value(start.summary.min, "ns"),
+                            format_value(start.summary.max, "ns")
+                        );
                     }
                     let reached = row.fields.get("reached").cloned().unwrap_or_default();
                     if reached != count.to_string() {
@@ -1433,8 +1532,10 @@ fn render_markdown(results: &Results, context: &Context) -> String {
     out.push_str(
         "## The `vm.max_map_count` wall\n\nHow many suspended coroutines one process can hold before \
          the kernel refuses another stack mapping, and what the program sees then; each in a child \
-         process, up to a cap of twice `vm.max_map_count`. How many mappings a stack takes is up to \
-         the implementation: a guard made with `mprotect` splits a mapping in two.\n\n| implementation | live at the wall | \
+         process, up to a cap of twice `vm.max_map_count`; the median of the runs [min, max], the \
+         outcome of the last. How many mappings a stack takes is up to the implementation: a guard \
+         made with `mprotect` splits a mapping in two. Ours with its default guards meets no wall \
+         below the cap: see the memory table above for 1,000,000 live.\n\n| implementation | live at the wall | \
          what happened | exit |\n|---|--:|---|---|\n",
     );
     for (imp, what) in WALL_IMPLS {
@@ -1442,11 +1543,16 @@ fn render_markdown(results: &Results, context: &Context) -> String {
             let outcome = match row.fields.get("outcome").map(String::as_str) {
                 Some("err") => {
                     let recovered = row.fields.get("recovered").map(String::as_str) == Some("true");
+                    let from = match row.fields.get("guard") {
+                        Some(guard) => {
+                            format!("`Err` from `Builder::spawn` (stack guards: {guard})")
+                        }
+                        None => "`Err`".to_string(),
+                    };
                     format!(
-                        "`Err` from `Builder::spawn` (stack guards: {}){}: “{}”",
-                        row.fields.get("guard").map_or("?", String::as_str),
+                        "{from}{}: “{}”",
                         if recovered {
-                            " (after dropping them, the next spawn works)"
+                            " (after dropping them, the next one works)"
                         } else {
                             ""
                         },
@@ -1456,7 +1562,6 @@ fn render_markdown(results: &Results, context: &Context) -> String {
                     )
                 }
                 Some("panic") => {
-                    // At the wall even /proc/self/maps cannot be read.
                     let maps = match row.fields.get("maps").map(String::as_str) {
                         Some("unknown") | None => String::new(),
                         Some(n) => format!(" ({n} mappings in the process)"),
@@ -1477,8 +1582,10 @@ fn render_markdown(results: &Results, context: &Context) -> String {
             };
             let _ = writeln!(
                 out,
-                "| {what} | {} | {outcome} | {} |",
+                "| {what} | {} [{}, {}] | {outcome} | {} |",
                 format_value(row.summary.median, "count"),
+                format_value(row.summary.min, "count"),
+                format_value(row.summary.max, "count"),
                 row.fields.get("exit").map_or("", String::as_str)
             );
         }
@@ -1538,15 +1645,27 @@ fn measure_of(id: &str) -> String {
         "hub-sleep0" => "hub: sleep(0), nothing else ready",
         "hub-sleep0-pair" => "hub: two greenlets alternate sleep(0), a round",
         "hub-spawn-join" => "hub: spawn + join",
-        g if g.starts_with("mem-") => "memory per suspended coroutine",
+        g if g.starts_with("mem-") || g.starts_with("start-") => {
+            let (kind, count) = g.split_once('-').unwrap_or((g, ""));
+            let live = count
+                .parse()
+                .map_or_else(|_| count.to_string(), group_thousands);
+            let what = if kind == "mem" {
+                "memory per suspended coroutine"
+            } else {
+                "create and start, holding them"
+            };
+            return format!(
+                "{what}, {live} live ({})",
+                if kind == "mem" { "bytes" } else { "ns" }
+            );
+        }
         g => g,
     };
     let unit = if id.starts_with("aarch64-") {
         "aarch64 instructions"
     } else if counted {
         "instructions"
-    } else if group.starts_with("mem-") {
-        "bytes"
     } else {
         "ns"
     };

@@ -22,10 +22,24 @@ pub fn resident_bytes() -> usize {
 }
 
 /// How many memory mappings this process has (lines of `/proc/self/maps`);
-/// "unknown" when the file cannot be read, as happens at the mapping wall.
+/// "unknown" when the file cannot be read. Counted through a buffer on the
+/// stack, so that it works at the mapping wall, where a heap buffer the
+/// size of the file (megabytes: the allocator would map it) cannot be had.
 pub fn mapping_count() -> String {
-    fs::read_to_string("/proc/self/maps")
-        .map_or("unknown".into(), |m| m.lines().count().to_string())
+    use std::io::Read;
+    let Ok(mut file) = fs::File::open("/proc/self/maps") else {
+        return "unknown".into();
+    };
+    let mut buffer = [0u8; 16 * 1024];
+    let mut lines = 0usize;
+    loop {
+        match file.read(&mut buffer) {
+            Ok(0) => return lines.to_string(),
+            Ok(n) => lines += buffer[..n].iter().filter(|&&b| b == b'\n').count(),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return "unknown".into(),
+        }
+    }
 }
 
 /// `vm.max_map_count`.
@@ -48,6 +62,24 @@ pub fn cpu() -> (String, usize) {
         .unwrap_or_else(|| "unknown".into());
     let count = info.lines().filter(|l| l.starts_with("processor")).count();
     (model, count)
+}
+
+/// The machine's memory, from `MemTotal` in `/proc/meminfo`.
+pub fn memory_total() -> String {
+    fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|info| {
+            let kib: u64 = info
+                .lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))?
+                .trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse()
+                .ok()?;
+            Some(format!("{:.1} GiB", kib as f64 / (1024.0 * 1024.0)))
+        })
+        .unwrap_or_else(|| "unknown".into())
 }
 
 /// The kernel release and architecture, as `uname -rm` says them.

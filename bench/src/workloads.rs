@@ -462,7 +462,7 @@ fn switch_generator(iterations: u64) -> Duration {
 
 /// may's runtime, configured once per process: one worker, so two
 /// coroutines take turns on one thread as ours do.
-fn may_setup() {
+pub(crate) fn may_setup() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         may::config().set_workers(1);
