@@ -5,12 +5,21 @@
 //! here from seeds, written to a file, and run by `differential/driver.py`
 //! on greenlet from PyPI, all in one Python process; `differential/
 //! rust_driver.rs` runs each on this crate. A mismatch is shrunk to a small
-//! program and printed with both traces. Deliberate differences that follow
+//! program and printed with its seed, how to run it again, the shrunk
+//! program in the text form (for `GREENLET_DIFF_REPLAY`) and both traces
+//! side by side (`failure_report`). Deliberate differences that follow
 //! from Rust's design (typed values, exit as a `Result`, a drop that keeps
 //! asking a greenlet to exit, unstarted greenlets that die without running)
-//! are mapped in the drivers, each with a comment (`driver.py` lists them);
-//! the rare program that meets one with no mapping is marked by Python as
-//! not comparable, counted and skipped.
+//! are mapped in the drivers, each with a comment (`driver.py` lists them
+//! as M1 to M5, and the README's semantics section says why each is
+//! deliberate); one (M4) is avoided by both drivers instead, and the rare
+//! program that meets one with no mapping (M5) is marked by Python as not
+//! comparable, counted and skipped.
+//!
+//! `differential/self_test.rs` tests the tester without Python: the text
+//! form round-trips, and with injected disagreements the shrinker reaches
+//! a local minimum and the failure report shows the seed and the shrunk
+//! program.
 //!
 //! The programs in `differential/regressions.txt` run first, every time.
 //!
@@ -41,6 +50,8 @@ mod program;
 mod python;
 #[path = "differential/rust_driver.rs"]
 mod rust_driver;
+#[path = "differential/self_test.rs"]
+mod self_test;
 #[path = "differential/shrink.rs"]
 mod shrink;
 
@@ -91,17 +102,93 @@ fn comparable(python_trace: &[String]) -> bool {
     !python_trace.iter().any(|line| line.starts_with("inexact:"))
 }
 
-/// Which programs of `batch` the drivers disagree on (Python run once for
-/// the whole batch).
-fn disagreements(python: &Path, batch: &[Program]) -> Vec<bool> {
-    let text =
-        python::traces(python, batch, &work_dir(), "shrink").unwrap_or_else(|e| panic!("{e}"));
-    let expected = python::parse_traces(&text).unwrap_or_else(|e| panic!("{e}"));
+/// Which programs of `batch` disagree with `expected`, their reference
+/// traces (a program not comparable never does).
+fn disagreements(batch: &[Program], expected: &[Vec<String>]) -> Vec<bool> {
+    assert_eq!(
+        batch.len(),
+        expected.len(),
+        "one reference trace per program"
+    );
     batch
         .iter()
-        .zip(&expected)
-        .map(|(p, e)| comparable(&e.lines) && rust_driver::run(p) != e.lines)
+        .zip(expected)
+        .map(|(p, e)| comparable(e) && rust_driver::run(p) != *e)
         .collect()
+}
+
+/// Python's traces of `batch`, in one Python process.
+fn python_traces(python: &Path, batch: &[Program]) -> Vec<Vec<String>> {
+    let text =
+        python::traces(python, batch, &work_dir(), "shrink").unwrap_or_else(|e| panic!("{e}"));
+    let traces = python::parse_traces(&text).unwrap_or_else(|e| panic!("{e}"));
+    traces.into_iter().map(|t| t.lines).collect()
+}
+
+/// One failing program: where it came from (for the report), the program,
+/// and the reference trace it was compared with.
+pub struct Failure<'a> {
+    pub origin: String,
+    pub program: &'a Program,
+    pub expected: &'a [String],
+}
+
+/// Gives the reference (Python) traces of a batch of programs, one each.
+pub type Reference<'a> = &'a mut dyn FnMut(&[Program]) -> Vec<Vec<String>>;
+
+/// The report of a failed run, for its panic message: for each of the
+/// first few failures, its seed and origin, the program shrunk (when a
+/// reference is at hand to shrink against) in the text form that
+/// `GREENLET_DIFF_REPLAY` reads, and both traces side by side. Each
+/// distinct shrunk program is shown once: most failures of a run are the
+/// same bug.
+///
+/// `reference` gives the reference (Python) traces of a batch, one per
+/// program; `None` when there is no Python here (`GREENLET_DIFF_EXPECTED`).
+pub fn failure_report(failures: &[Failure<'_>], mut reference: Option<Reference<'_>>) -> String {
+    let mut report = String::new();
+    let mut shown = Vec::new();
+    for failure in failures.iter().take(6) {
+        let program = failure.program;
+        let (small, reference_lines) = match reference.as_mut() {
+            Some(reference) => {
+                let small = shrink::shrink(program, |batch| {
+                    let expected = reference(batch);
+                    disagreements(batch, &expected)
+                });
+                let lines = reference(std::slice::from_ref(&small))
+                    .into_iter()
+                    .next()
+                    .expect("one trace");
+                (small, lines)
+            }
+            None => (program.clone(), failure.expected.to_vec()),
+        };
+        if shown.contains(&small.scripts) {
+            continue;
+        }
+        shown.push(small.scripts.clone());
+        let how = if reference.is_some() {
+            let ops = |p: &Program| p.scripts.iter().map(Vec::len).sum::<usize>();
+            format!(
+                "shrunk from {} operations over {} greenlets to",
+                ops(program),
+                program.greenlets()
+            )
+        } else {
+            "not shrunk (no Python here)".to_owned()
+        };
+        let _ = writeln!(
+            report,
+            "\n=== program {} disagrees ({}) ===",
+            program.seed, failure.origin
+        );
+        let _ = writeln!(report, "{how} (put it in a file for GREENLET_DIFF_REPLAY):");
+        let _ = write!(report, "{small}");
+        let rust_lines = rust_driver::run(&small);
+        let _ = write!(report, "{}", side_by_side(&reference_lines, &rust_lines));
+    }
+    report
 }
 
 #[test]
@@ -149,7 +236,12 @@ fn python_greenlet_agrees() {
     let clock = Instant::now();
     let mut failures = Vec::new();
     let mut skipped = 0;
-    for (program, expected) in programs.iter().zip(&expected) {
+    let regressions = if replay.is_some() {
+        programs.len()
+    } else {
+        programs.len() - count as usize
+    };
+    for (i, (program, expected)) in programs.iter().zip(&expected).enumerate() {
         assert_eq!(
             program.seed, expected.seed,
             "the expected traces come from another run (another GREENLET_DIFF_SEED, or other regressions)"
@@ -157,16 +249,26 @@ fn python_greenlet_agrees() {
         if !comparable(&expected.lines) {
             skipped += 1;
         } else if rust_driver::run(program) != expected.lines {
-            failures.push((program, &expected.lines));
+            let origin = match (&replay, i.checked_sub(regressions)) {
+                (Some(path), _) => format!("number {} in {}", i + 1, Path::new(path).display()),
+                (None, None) => format!("regression number {} in regressions.txt", i + 1),
+                (None, Some(j)) => format!(
+                    "random program {j}: GREENLET_DIFF_SEED={base} GREENLET_DIFF_PROGRAMS={} \
+                     runs it again, unshrunk",
+                    j + 1
+                ),
+            };
+            failures.push(Failure {
+                origin,
+                program,
+                expected: &expected.lines,
+            });
         }
     }
     let rust_time = clock.elapsed();
-    let what = match replay {
+    let what = match &replay {
         Some(_) => "replayed".to_owned(),
-        None => format!(
-            "{} regressions, then {count} from seed {base}",
-            programs.len() - count as usize
-        ),
+        None => format!("{regressions} regressions, then {count} from seed {base}"),
     };
     eprintln!(
         "differential: {} programs ({what}): {} agree, {} differ, {skipped} not comparable; \
@@ -179,41 +281,20 @@ fn python_greenlet_agrees() {
         return;
     }
 
-    // Shrink the first few and show each distinct result once: most
-    // failures of a run are the same bug.
     let python = python.or_else(|| python::interpreter().ok());
-    let mut report = String::new();
-    let mut shown = Vec::new();
-    for &(program, expected) in failures.iter().take(6) {
-        let (small, python_lines) = match &python {
-            Some(py) => {
-                let small = shrink::shrink(program, |batch| disagreements(py, batch));
-                let text = python::traces(py, std::slice::from_ref(&small), &work_dir(), "shrunk")
-                    .unwrap_or_else(|e| panic!("{e}"));
-                let traces = python::parse_traces(&text).unwrap_or_else(|e| panic!("{e}"));
-                (small, traces.into_iter().next().expect("one trace").lines)
-            }
-            None => (program.clone(), expected.clone()),
-        };
-        if shown.contains(&small.scripts) {
-            continue;
-        }
-        shown.push(small.scripts.clone());
-        let how = if python.is_some() {
-            "shrunk to"
-        } else {
-            "not shrunk (no Python here)"
-        };
-        let _ = writeln!(report, "\n=== program {} disagrees ===", program.seed);
-        let _ = writeln!(report, "{how} (put it in a file for GREENLET_DIFF_REPLAY):");
-        let _ = write!(report, "{small}");
-        let rust_lines = rust_driver::run(&small);
-        let _ = write!(report, "{}", side_by_side(&python_lines, &rust_lines));
-    }
+    let mut reference = python
+        .as_deref()
+        .map(|py| move |batch: &[Program]| python_traces(py, batch));
+    let report = failure_report(
+        &failures,
+        reference
+            .as_mut()
+            .map(|r| r as &mut dyn FnMut(&[Program]) -> _),
+    );
     let mut seeds: Vec<String> = failures
         .iter()
         .take(20)
-        .map(|(p, _)| p.seed.to_string())
+        .map(|f| f.program.seed.to_string())
         .collect();
     if failures.len() > seeds.len() {
         seeds.push("...".to_owned());

@@ -14,7 +14,7 @@
 //!
 //! ```text
 //! program 17
-//! greenlets 2
+//! greenlets 1
 //! g0 new:1:0 sw:1:5:c q:1 del:1
 //! g1 sw:0:6:p ret:7
 //! end

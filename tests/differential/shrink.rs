@@ -6,6 +6,9 @@
 //! drivers run the whole batch (one Python process per round), and keeps the
 //! first candidate that still fails. It stops at a program none of whose
 //! one-step reductions fails: a local minimum, usually a few lines long.
+//! Every round removes at least one greenlet or operation, so it asks for
+//! at most one batch per greenlet and operation of the program it starts
+//! from. `self_test.rs` checks all this with injected disagreements.
 
 use crate::program::{Op, Program};
 
@@ -39,7 +42,7 @@ fn map_greenlets(op: Op, f: impl Fn(usize) -> Option<usize>) -> Option<Op> {
 
 /// `program` without greenlet `gone` (≥ 1): its script and every operation
 /// naming it are removed, and the greenlets after it renumbered.
-fn without_greenlet(program: &Program, gone: usize) -> Program {
+pub fn without_greenlet(program: &Program, gone: usize) -> Program {
     let renumber = |k: usize| match k.cmp(&gone) {
         std::cmp::Ordering::Less => Some(k),
         std::cmp::Ordering::Equal => None,
@@ -64,7 +67,7 @@ fn without_greenlet(program: &Program, gone: usize) -> Program {
 }
 
 /// Every program one step smaller than `program`, biggest steps first.
-fn candidates(program: &Program) -> Vec<Program> {
+pub fn candidates(program: &Program) -> Vec<Program> {
     let mut out = Vec::new();
     for gone in (1..program.scripts.len()).rev() {
         out.push(without_greenlet(program, gone));
