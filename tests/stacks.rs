@@ -356,3 +356,59 @@ fn pool_limit_bounds_the_free_stacks() {
     }
     assert_eq!(pool_stats().pooled, 1, "pooling is back");
 }
+
+#[test]
+fn exhausting_the_pool_maps_new_stacks_and_a_full_pool_drops_the_rest() {
+    let _serial = util::serial();
+    const LIMIT: usize = 8;
+    const TAKEN: usize = 3 * LIMIT;
+    let spawn = || {
+        Greenlet::builder()
+            .stack_size(MIN_STACK_SIZE)
+            .spawn(|()| Ok(()))
+            .expect("a stack, pooled or new")
+    };
+    set_pool_limit(0);
+    set_pool_limit(LIMIT);
+    let base = pool_stats();
+    assert_eq!(base.pooled, 0, "{base:?}");
+    for round in 0..3 {
+        // More greenlets than the pool can hold: once its free stacks are
+        // used up (all of them after the first round), new stacks are
+        // carved, from new slabs as needed.
+        let live: Vec<Greenlet> = (0..TAKEN).map(|_| spawn()).collect();
+        let stats = pool_stats();
+        assert_eq!(
+            (stats.pooled, stats.mapped),
+            (0, base.mapped + TAKEN),
+            "round {round}, {TAKEN} live: {stats:?}"
+        );
+        assert!(stats.slabs > base.slabs, "round {round}: {stats:?}");
+        // Dropping them all fills the pool up to its limit and drops the
+        // rest (giving their pages back).
+        drop(live);
+        let stats = pool_stats();
+        assert_eq!(
+            (stats.pooled, stats.mapped),
+            (LIMIT, base.mapped + LIMIT),
+            "round {round}, all dropped: {stats:?}"
+        );
+    }
+    // Half as many as the limit: all from the pool, nothing new.
+    let live: Vec<Greenlet> = (0..LIMIT / 2).map(|_| spawn()).collect();
+    let stats = pool_stats();
+    assert_eq!(
+        (stats.pooled, stats.mapped),
+        (LIMIT / 2, base.mapped + LIMIT),
+        "{stats:?}"
+    );
+    drop(live);
+    set_pool_limit(0);
+    let end = pool_stats();
+    assert_eq!(
+        (end.pooled, end.mapped, end.slabs),
+        (0, base.mapped, base.slabs),
+        "no pool: every stack and slab released: {end:?}"
+    );
+    set_pool_limit(1024);
+}

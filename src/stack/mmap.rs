@@ -21,7 +21,11 @@
 //! Invariants: a [`Stack`] value always has its guard installed (the guard is
 //! made before the value exists, and a failure leaves the slot unused); a
 //! slab is unmapped when its last stack is dropped; every slot belongs to
-//! exactly one `Stack` value or to no one (never handed out twice).
+//! exactly one `Stack` value or to no one (never handed out twice); a stack
+//! dropped while its slab lives on gives its pages back (`MADV_DONTNEED`
+//! over its usable range, guard untouched), so a dead slot pins no memory
+//! (its address space stays reserved until the slab goes: slots are not
+//! re-carved).
 #![allow(unsafe_code)]
 
 use super::{MAX_STACK_SIZE, MIN_STACK_SIZE};
@@ -461,6 +465,16 @@ impl Stack {
 
 impl Drop for Stack {
     fn drop(&mut self) {
+        // A slot is never carved twice, so once its stack is gone its pages
+        // serve no one; if the slab outlives this stack (other stacks of it
+        // are in use or pooled, or it is still being carved), give them back
+        // now rather than when the whole slab is unmapped. The guard below
+        // is outside the range and stays. The last stack of a slab skips
+        // this: the unmapping that follows frees everything.
+        if Rc::strong_count(&self.slab) > 1 {
+            let offset = self.bottom() - self.slab.mapping.as_ptr() as usize;
+            self.slab.mapping.release(offset, self.len());
+        }
         crate::sanitizer::deregister_stack(self.valgrind_id());
         let _ = STACKS.try_with(|n| n.set(n.get().saturating_sub(1)));
     }

@@ -6,6 +6,34 @@
 //! by the kernel, and recycled through a per-thread pool so that creating a
 //! greenlet in the steady state makes no system call. Without `std`, a [`Stack`] is memory the
 //! caller supplies (or takes from the global allocator), with no guard: making one is `unsafe`.
+//!
+//! # The stack pool (with `std`)
+//!
+//! Each thread has its own pool; [`set_pool_limit`] and
+//! [`set_release_threshold`] configure the calling thread's only, and
+//! stacks never move between threads.
+//!
+//! - **Taking a stack** (a greenlet is made): a free stack of the same
+//!   rounded size is reused if the pool has one. When the pool has none (it
+//!   is empty, or was never filled), a new stack is carved from the size's
+//!   current slab, and when that slab is used up a new slab is mapped (the
+//!   first spans about 1 MiB, each next one twice the previous, up to
+//!   64 MiB; at least one stack, at most 4096). Running out of pooled stacks is therefore never an error; only
+//!   the kernel refusing a mapping or guard is (see [`StackError`]).
+//! - **Giving a stack back** (a greenlet ends or is dropped): if the pool
+//!   holds fewer free stacks than its limit (default 1024), the stack is
+//!   kept, after giving the pages below the release threshold (default
+//!   64 KiB from its top) back to the kernel if it went deeper. If the pool
+//!   is full, the stack is dropped: all its pages are given back at once
+//!   (`MADV_DONTNEED`; its guard stays), and its slab is unmapped when the
+//!   slab's last stack is gone. Its slot is not reused, so a slab outlives
+//!   its dead slots as address space, not as memory.
+//! - **Known limit**: a stack's depth is measured at its greenlet's
+//!   switches (the lowest saved stack pointer), not continuously. A greenlet
+//!   that goes deep and comes back up between two switches looks shallow,
+//!   and its stack keeps those pages while pooled (at most its usable size
+//!   per pooled stack). Dropped stacks are not affected: they give back
+//!   everything. Lowering [`set_pool_limit`] bounds what the pool can pin.
 
 #[cfg(feature = "std")]
 mod mmap;

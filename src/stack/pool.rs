@@ -6,9 +6,18 @@
 //! Invariants: the pool is only touched by its own thread (a thread-local);
 //! it never keeps more free stacks than its limit; a stack that went deeper
 //! than the release threshold gives its lower pages back to the kernel before
-//! it is pooled, so the pool does not pin memory; after the thread's pool is
-//! torn down, stacks returned late (from other thread-local destructors) are
-//! released directly.
+//! it is pooled, so the pool does not pin memory; a stack that is not pooled
+//! (pool full, limit lowered, pool torn down) is dropped, and the drop gives
+//! all its pages back while its slab lives on (see `Stack`'s `Drop`); after
+//! the thread's pool is torn down, stacks returned late (from other
+//! thread-local destructors) are released directly.
+//!
+//! Known limit: depth is what the greenlet's switches saw (its lowest saved
+//! stack pointer), so a stack that went deep and came back up between two
+//! switches is pooled with those pages still committed. Measuring it
+//! otherwise costs a system call per give-back (mincore) or a probe of the
+//! stack's memory; the pages are bounded by the limit times the stack size,
+//! and given back when the stack is dropped.
 #![allow(unsafe_code)]
 
 use super::mmap::{Slab, Stack, StackError, checked_usable, slab_count, stack_count};
@@ -294,7 +303,9 @@ fn give_back_slow(stack: Stack, deepest: usize) {
         let mut pool = pool.borrow_mut();
         HOT.with(|hot| {
             if hot.free_total() >= hot.limit.get() {
-                return; // `stack` drops here.
+                // Full: `stack` drops here, which gives all its pages back
+                // (or unmaps its slab, if it was the slab's last stack).
+                return;
             }
             let top = stack.top().as_ptr() as usize;
             let threshold = hot.release_threshold.get();
@@ -321,9 +332,15 @@ fn give_back_slow(stack: Stack, deepest: usize) {
     });
 }
 
-/// Sets how many free stacks this thread keeps for reuse (default 1024),
-/// dropping any above the new limit. With a limit of 0 every greenlet gets
-/// a fresh mapping and releases it when it ends.
+/// Sets how many free stacks the calling thread keeps for reuse (a count of
+/// stacks, all sizes together; default 1024), dropping any above the new
+/// limit. The setting is per thread: other threads' pools keep theirs.
+///
+/// When the pool is empty, a greenlet's stack is carved from a slab (a new
+/// slab is mapped when the current one is used up); when it is full, a
+/// stack given back is dropped, and its pages are given back to the kernel
+/// at once. With a limit of 0 every greenlet gets a mapping of its own and
+/// unmaps it when it ends (and the slabs being carved are let go).
 ///
 /// # Examples
 ///
@@ -355,9 +372,16 @@ pub fn set_pool_limit(limit: usize) {
     });
 }
 
-/// Sets how deep (in bytes from its top) a stack may have been used before
-/// the pool gives its lower pages back to the kernel on return (default
-/// 64 KiB). Depth is measured at the greenlet's switches.
+/// Sets how deep a stack may have been used, in bytes from its top, before
+/// the calling thread's pool gives the pages below that depth back to the
+/// kernel as the stack is pooled (default 64 KiB, i.e. `64 * 1024`). The
+/// top `bytes` (rounded up to whole pages) stay committed for the next
+/// greenlet. The setting is per thread and applies to stacks given back
+/// after the call.
+///
+/// Depth is measured at the greenlet's switches: a greenlet that went
+/// deeper and came back up between two switches is not seen. A stack that
+/// is dropped instead of pooled gives back all its pages whatever this says.
 ///
 /// # Examples
 ///
