@@ -74,6 +74,17 @@ pub struct GreenletExit;
 
 /// What a pending switch can return instead of a value.
 ///
+/// # Errors a body returns
+///
+/// A body that returns `Err(e)` dies, and `e` is raised in its parent (the
+/// nearest live ancestor; an unstarted one dies without running and `e`
+/// climbs on) at its pending switch, as an exception escaping a Python
+/// greenlet is: [`Exit`](Self::Exit) and [`Exited`](Self::Exited)
+/// arrive as [`Exited`](Self::Exited) (a value, see [`GreenletExit`]); every
+/// other variant arrives as it is, [`Thrown`](Self::Thrown) with its payload,
+/// [`TypeMismatch`](Self::TypeMismatch) with its type names and
+/// [`Panicking`](Self::Panicking) too. None of them is a panic.
+///
 /// # Examples
 ///
 /// ```
@@ -99,13 +110,19 @@ pub enum SwitchError {
     /// An error thrown into this greenlet with [`Greenlet::throw`], or
     /// returned by the body of a greenlet whose parent this one is.
     Thrown(Box<dyn Any>),
-    /// The switch was refused because this thread is unwinding a panic.
-    /// Rust's panic state belongs to the thread, not to the greenlet, so any
-    /// greenlet resumed now would run as if it were panicking (its own panic
-    /// would abort the process, mutexes it drops would be poisoned). Finish
-    /// the cleanup without switching.
+    /// The switch (or throw) was refused because this thread is unwinding a
+    /// panic: it returns this at once, without switching, and the target is
+    /// left as it was. Rust's panic state belongs to the thread, not to the
+    /// greenlet, so any greenlet resumed now would run as if it were
+    /// panicking (its own panic would abort the process, mutexes it drops
+    /// would be poisoned). Finish the cleanup without switching.
+    ///
+    /// Also what a parent's switch returns when a child's body returns this
+    /// error (one it kept from a refused switch and returned once the unwind
+    /// was over, say); the parent is not panicking then.
     Panicking,
-    /// The value's type is not the one the receiver waits for.
+    /// The value's type is not the one the receiver waits for; or returned
+    /// by the body of a greenlet whose parent this one is.
     TypeMismatch {
         /// The type that was sent.
         sent: &'static str,
@@ -414,21 +431,34 @@ impl Inner {
     }
 
     /// Marks an unstarted greenlet dead without running it: its body is
-    /// dropped in place and its stack goes back to the pool.
+    /// dropped in place and its stack goes back to the pool. A panic in the
+    /// body's destructor is raised once the stack is back.
     fn kill_unstarted(&self) {
+        if let Err(payload) = self.try_kill_unstarted() {
+            rt::resume_unwind(payload);
+        }
+    }
+
+    /// [`kill_unstarted`](Self::kill_unstarted), returning the panic of
+    /// the body's destructor instead of raising it (the greenlet is dead
+    /// and its stack back either way).
+    fn try_kill_unstarted(&self) -> Result<(), rt::PanicPayload> {
         debug_assert_eq!(self.state.get(), State::Unstarted);
         self.state.set(State::Dead);
         self.saved.set(None);
-        if let Some(drop_body) = self.body.take() {
+        let dropped = match self.body.take() {
             // SAFETY: the body was written below `stack_top` by
             // `Builder::spawn` (which stored the matching `drop_body`) and,
             // the greenlet never having started, was never read out; the
-            // stack is still ours (given back below).
-            unsafe { drop_body(self.stack_top) };
-        }
+            // stack is still ours (given back below, after the drop, even
+            // if it panics: the unwind drops the body's remaining fields).
+            Some(drop_body) => rt::catch(|| unsafe { drop_body(self.stack_top) }),
+            None => Ok(()),
+        };
         if let Some(stack) = self.stack.take() {
             stack::give_back(stack, 0);
         }
+        dropped
     }
 }
 
@@ -989,6 +1019,8 @@ enum Rare {
     Thrown(Box<dyn Any>),
     Panic(Box<dyn Any + Send>),
     Mismatch(&'static str, &'static str),
+    /// [`SwitchError::Panicking`] returned by a body: passed on as it is.
+    Panicking,
     Taken,
 }
 
@@ -1299,9 +1331,14 @@ unsafe fn prepare_slow(
             && !matches!(kind, Kind::Value | Kind::Slot | Kind::Discarded)
         {
             // An error aimed at an unstarted greenlet kills it without running
-            // it and climbs to its parent.
-            t.kill_unstarted();
-            if kind == Kind::Exit {
+            // it and climbs to its parent. A panic in its body's destructor
+            // climbs instead of the error (raised here, it would escape a
+            // dying greenlet's last switch, which has nowhere to unwind).
+            if let Err(payload) = t.try_kill_unstarted() {
+                // SAFETY: `word` and `drop_value` per the contract; the word
+                // is undelivered.
+                word = unsafe { carry_panic(word, payload, drop_value) };
+            } else if kind == Kind::Exit {
                 // SAFETY: only a transfer (tag 1) has the `Exit` kind; it is
                 // the sender's, writable for the switch.
                 unsafe { (*untag(word).cast::<Transfer>()).kind = Kind::Exited };
@@ -1374,37 +1411,82 @@ unsafe fn call_tracer(
         Ok(()) => true,
         Err(payload) => {
             settrace(None);
-            let at = untag(*word);
-            match tag(*word) {
-                // SAFETY: an undelivered value, dropped once; the slot is
-                // the sender's and never read again.
-                0 | TAG_FINAL => unsafe { drop_value(at) },
-                TAG_TRANSFER => {
-                    // SAFETY: a tag-1 word points to the sender's transfer.
-                    let transfer = unsafe { &mut *at.cast::<Transfer>() };
-                    match transfer.kind {
-                        Kind::Rare => {
-                            // SAFETY: the payload is a `Rare` that outlives
-                            // the switch; replacing it drops what it held.
-                            unsafe { *transfer.payload.cast::<Rare>() = Rare::Panic(payload) };
-                            return false;
-                        }
-                        // SAFETY: the value was put there by the sender and
-                        // not taken.
-                        Kind::Value | Kind::Slot => unsafe { drop_value(transfer.payload) },
-                        Kind::Discarded | Kind::Exit | Kind::Exited => {}
-                    }
-                }
-                _ => {
-                    // SAFETY: a `Box<Rare>` made below by an earlier call.
-                    unsafe { *at.cast::<Rare>() = Rare::Panic(payload) };
-                    return false;
-                }
-            }
-            let boxed = Box::into_raw(Box::new(Rare::Panic(payload))).cast::<u8>();
-            *word = boxed.map_addr(|a| a | TAG_BOXED);
+            // SAFETY: `word` and `drop_value` per this function's contract.
+            *word = unsafe { carry_panic(*word, payload, drop_value) };
             false
         }
+    }
+}
+
+/// Makes an undelivered `word` carry the panic `payload` instead of what it
+/// carried, which is dropped, and returns the new word. A panic raised by
+/// that drop (a value or a thrown error whose destructor panics) is caught
+/// and discarded: the first panic goes on. Nothing here may unwind, since a
+/// dying greenlet calls it on the way to its last switch, where a panic
+/// would have nowhere to go.
+///
+/// # Safety
+///
+/// As for [`switch_core`]: `word` is live and undelivered, and `drop_value`
+/// drops the value it carries, if any.
+#[cold]
+#[inline(never)]
+unsafe fn carry_panic(
+    word: *mut u8,
+    payload: rt::PanicPayload,
+    drop_value: unsafe fn(*mut u8),
+) -> *mut u8 {
+    let at = untag(word);
+    match tag(word) {
+        0 | TAG_FINAL => {
+            // SAFETY: an undelivered value, dropped once; the slot is the
+            // sender's and never read again.
+            discard_panic(rt::catch(|| unsafe { drop_value(at) }));
+        }
+        TAG_TRANSFER => {
+            // SAFETY: a tag-1 word points to the sender's transfer.
+            let transfer = unsafe { &mut *at.cast::<Transfer>() };
+            match transfer.kind {
+                Kind::Rare => {
+                    // SAFETY: the payload is a `Rare` that outlives the
+                    // switch; what it held is dropped below.
+                    let old = unsafe {
+                        core::mem::replace(
+                            &mut *transfer.payload.cast::<Rare>(),
+                            Rare::Panic(payload),
+                        )
+                    };
+                    discard_panic(rt::catch(move || drop(old)));
+                    return word;
+                }
+                Kind::Value | Kind::Slot => {
+                    let value = transfer.payload;
+                    // SAFETY: the value was put there by the sender and not
+                    // taken; dropped once, the transfer being replaced below.
+                    discard_panic(rt::catch(|| unsafe { drop_value(value) }));
+                }
+                Kind::Discarded | Kind::Exit | Kind::Exited => {}
+            }
+        }
+        _ => {
+            // SAFETY: a `Box<Rare>` made below by an earlier call, owned by
+            // whoever gets the word; what it held is dropped below.
+            let old = unsafe { core::mem::replace(&mut *at.cast::<Rare>(), Rare::Panic(payload)) };
+            discard_panic(rt::catch(move || drop(old)));
+            return word;
+        }
+    }
+    let boxed = Box::into_raw(Box::new(Rare::Panic(payload))).cast::<u8>();
+    boxed.map_addr(|a| a | TAG_BOXED)
+}
+
+/// Drops the payload of a panic that lost to an earlier one (see
+/// [`carry_panic`]); one whose own destructor panics is leaked.
+fn discard_panic(caught: Result<(), rt::PanicPayload>) {
+    if let Err(payload) = caught
+        && let Err(again) = rt::catch(move || drop(payload))
+    {
+        core::mem::forget(again);
     }
 }
 
@@ -1588,6 +1670,7 @@ fn rare_into(rare: Rare) -> Result<SwitchError, Box<dyn Any + Send>> {
         Rare::Thrown(e) => Ok(SwitchError::Thrown(e)),
         Rare::Panic(p) => Err(p),
         Rare::Mismatch(sent, expected) => Ok(SwitchError::TypeMismatch { sent, expected }),
+        Rare::Panicking => Ok(SwitchError::Panicking),
         Rare::Taken => unreachable!("a rare payload is received once"),
     }
 }
@@ -1632,20 +1715,29 @@ fn release_held(thread: &ThreadState) {
 /// dropped in place and its stack goes back to the pool (unlike
 /// [`throw`](Self::throw), whose error climbs to the parent).
 ///
+/// A suspended greenlet whose last handle is dropped while the thread
+/// unwinds a panic cannot be switched to (see [`SwitchError::Panicking`]),
+/// so it is not asked to exit: it is marked dead and never runs again, the
+/// destructors of its frames never run (what they own is leaked), its
+/// stack is leaked rather than pooled (it stays mapped, and counted as
+/// mapped by `stack::pool_stats`, since something on it may be pinned),
+/// and a line naming the greenlet's id goes to stderr. Unstarted and dead
+/// greenlets need no switch to go, so a panic changes nothing for them.
+///
 /// Handles are neither `Send` nor `Sync`: a greenlet belongs to the thread
 /// that made it, and nothing can resume it from another thread.
 ///
-/// ```compile_fail
+/// ```compile_fail,E0277
 /// fn assert_send<T: Send>() {}
 /// assert_send::<greenlet::Greenlet>();
 /// ```
 ///
-/// ```compile_fail
+/// ```compile_fail,E0277
 /// fn assert_sync<T: Sync>() {}
 /// assert_sync::<greenlet::Greenlet>();
 /// ```
 ///
-/// ```compile_fail
+/// ```compile_fail,E0277
 /// let g = greenlet::Greenlet::new(|()| Ok(()));
 /// std::thread::spawn(move || { let _ = g.switch::<(), ()>(()); });
 /// ```
@@ -1751,7 +1843,10 @@ impl Greenlet {
     ///   comes back is not an `R` (a child's return value, say);
     /// - [`SwitchError::Exit`] if the current greenlet is asked to exit while
     ///   suspended here;
-    /// - [`SwitchError::Thrown`] / [`SwitchError::Exited`] as described there.
+    /// - [`SwitchError::Thrown`] / [`SwitchError::Exited`] as described there;
+    /// - [`SwitchError::Panicking`] at once, without switching (even to the
+    ///   current greenlet), if this thread is unwinding a panic (a call from
+    ///   a destructor, say); or later, if a child's body returns it.
     ///
     /// # Panics
     ///
@@ -1890,6 +1985,8 @@ impl Greenlet {
     ///
     /// Whatever comes back, as for `switch`: if the greenlet lets the error
     /// escape, it reaches its parent (which may be the caller).
+    /// [`SwitchError::Panicking`] at once, without throwing (`error` is
+    /// dropped), if this thread is unwinding a panic.
     ///
     /// # Examples
     ///
@@ -2255,6 +2352,24 @@ fn switch_mismatch<T: 'static, R: 'static>(
 
 /// A non-owning reference to a greenlet, made by [`Greenlet::downgrade`].
 ///
+/// Like [`Greenlet`], neither `Send` nor `Sync`: upgraded on another thread,
+/// it would be a handle there.
+///
+/// ```compile_fail,E0277
+/// fn assert_send<T: Send>() {}
+/// assert_send::<greenlet::WeakGreenlet>();
+/// ```
+///
+/// ```compile_fail,E0277
+/// fn assert_sync<T: Sync>() {}
+/// assert_sync::<greenlet::WeakGreenlet>();
+/// ```
+///
+/// ```compile_fail,E0277
+/// let weak = greenlet::getcurrent().downgrade();
+/// std::thread::spawn(move || weak.upgrade().is_some());
+/// ```
+///
 /// # Examples
 ///
 /// ```
@@ -2280,6 +2395,13 @@ impl WeakGreenlet {
         self.inner.upgrade().map(Greenlet::from_rc)
     }
 }
+
+// The `compile_fail,E0277` doctests on `Greenlet` and `WeakGreenlet` say
+// the same, but stable rustdoc ignores their error codes (only a nightly
+// rustdoc checks them): these fail the crate's own build, on any toolchain,
+// if either type ever became `Send` or `Sync`.
+static_assertions::assert_not_impl_any!(Greenlet: Send, Sync);
+static_assertions::assert_not_impl_any!(WeakGreenlet: Send, Sync);
 
 impl fmt::Debug for WeakGreenlet {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -2383,6 +2505,8 @@ fn drop_last_slow(inner: &Rc<Inner>, thread: &ThreadState) -> bool {
 /// [`SwitchError::Panicking`]). Its frames can never run again, and their
 /// memory must never be reused under them (something on that stack may be
 /// pinned), so the stack is leaked, not pooled; its destructors do not run.
+/// The greenlet is marked dead, and a warning naming it goes to stderr (the
+/// `Greenlet` docs say this to users; `tests/misuse.rs` checks all of it).
 #[cold]
 fn leak_suspended(inner: &Inner) {
     rt::warn(format_args!(
@@ -3249,9 +3373,11 @@ fn finish<O: 'static>(
                 last.transfer.kind = Kind::Exited;
                 event = Event::Switch;
             }
-            Ok(Err(SwitchError::Panicking)) => {
-                unreachable!("a body returns after its panic was caught: not panicking")
-            }
+            // A body can hold on to the `Panicking` a switch refused while
+            // it unwound (in a destructor under `catch_unwind`) and return
+            // it later, when the thread is no longer panicking. Like every
+            // error a body returns, it goes to the parent as it is.
+            Ok(Err(SwitchError::Panicking)) => set_rare(Rare::Panicking),
             Ok(Err(SwitchError::Thrown(e))) => set_rare(Rare::Thrown(e)),
             Ok(Err(SwitchError::TypeMismatch { sent, expected })) => {
                 set_rare(Rare::Mismatch(sent, expected))
@@ -3264,14 +3390,25 @@ fn finish<O: 'static>(
         if last.transfer.kind == Kind::Value {
             // SAFETY: `target` is live.
             let expects = unsafe { (*target).expects.get() };
-            if expects.is::<Discard>() {
-                *slot = None;
-                last.transfer.kind = Kind::Discarded;
-            } else if !expects.is::<O>() {
-                *slot = None;
-                last.rare = Rare::Mismatch(type_name::<O>(), expects.name());
-                last.transfer.kind = Kind::Rare;
-                last.transfer.payload = rare_at.cast();
+            if expects.is::<Discard>() || !expects.is::<O>() {
+                // The value is not delivered. Its destructor runs here, and
+                // may panic: that panic goes to the parent instead, as one
+                // escaping the body would (unwinding out of this frame would
+                // abort the process: `entry` cannot unwind).
+                let value = slot.take();
+                let dropped = rt::catch(move || drop(value));
+                if let Err(payload) = dropped {
+                    last.rare = Rare::Panic(payload);
+                    event = Event::Throw;
+                } else if expects.is::<Discard>() {
+                    last.transfer.kind = Kind::Discarded;
+                } else {
+                    last.rare = Rare::Mismatch(type_name::<O>(), expects.name());
+                }
+                if !matches!(last.rare, Rare::Taken) {
+                    last.transfer.kind = Kind::Rare;
+                    last.transfer.payload = rare_at.cast();
+                }
             }
         }
         let word = transfer_word(&mut last.transfer);

@@ -1160,6 +1160,55 @@ unsafe extern "C" fn doubling_entry(arg: usize, data: *mut u8) -> ! {
     }
 }
 
+/// Caller-supplied memory registered with valgrind as a stack while it
+/// lives, when the `valgrind` feature is on (a no-op otherwise).
+///
+/// The raw layer leaves registration to whoever supplies the memory: it
+/// never allocates, and `init_stack` has no matching call to deregister
+/// from. The crate's own `Stack`s register themselves with the feature;
+/// memory of the caller's is the caller's to register, or valgrind sees
+/// every switch onto it as the client switching stacks (memcheck then
+/// misreads the frames there). This issues the same client request the
+/// crate does, through the C shim the feature links in
+/// (`asm/valgrind_stack.c`, built from valgrind's own `valgrind.h`); outside
+/// valgrind the request does nothing.
+struct ValgrindRegistration {
+    #[cfg(feature = "valgrind")]
+    id: u32,
+}
+
+#[cfg(feature = "valgrind")]
+unsafe extern "C" {
+    fn greenlet_valgrind_stack_register(start: usize, end: usize) -> u32;
+    fn greenlet_valgrind_stack_deregister(id: u32);
+}
+
+impl ValgrindRegistration {
+    #[cfg_attr(not(feature = "valgrind"), allow(unused_variables))]
+    fn new(memory: std::ops::Range<*mut u8>) -> Self {
+        #[cfg(feature = "valgrind")]
+        {
+            // SAFETY: a client request: valgrind records the range, and the
+            // program's memory is not touched.
+            let id =
+                unsafe { greenlet_valgrind_stack_register(memory.start.addr(), memory.end.addr()) };
+            ValgrindRegistration { id }
+        }
+        #[cfg(not(feature = "valgrind"))]
+        ValgrindRegistration {}
+    }
+}
+
+impl Drop for ValgrindRegistration {
+    fn drop(&mut self) {
+        // SAFETY: as in `new`, for the id it returned, deregistered once.
+        #[cfg(feature = "valgrind")]
+        unsafe {
+            greenlet_valgrind_stack_deregister(self.id)
+        };
+    }
+}
+
 #[test]
 fn caller_supplied_memory_of_min_stack_size_runs_a_context() {
     const FILL: u128 = 0xA5A5_A5A5_A5A5_A5A5_A5A5_A5A5_A5A5_A5A5;
@@ -1167,7 +1216,10 @@ fn caller_supplied_memory_of_min_stack_size_runs_a_context() {
     // shows whether it stayed inside what it was given.
     let words = raw::min_stack_size().div_ceil(16);
     let mut memory = vec![FILL; 2 * words];
-    let top = memory.as_mut_ptr_range().end.cast::<u8>();
+    let range = memory.as_mut_ptr_range();
+    let top = range.end.cast::<u8>();
+    // Deregistered when dropped, before `memory` (declared first) is freed.
+    let _registration = ValgrindRegistration::new(range.start.cast()..top);
     let slots: [Cell<Option<StackPointer>>; 2] = [Cell::new(None), Cell::new(None)];
     let data = (&raw const slots).cast_mut().cast::<u8>();
     // SAFETY: the upper `min_stack_size` bytes of `memory` are writable and
