@@ -1453,9 +1453,6 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (server, _) = listener.accept().unwrap();
-        server
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
         (client, server)
     }
 
@@ -1467,6 +1464,27 @@ mod tests {
     fn wait_queued(s: &TcpStream, n: usize) {
         let mut probe = vec![0; n];
         while s.peek(&mut probe).unwrap() < n {
+            crate::sleep(Duration::from_millis(1)).unwrap();
+        }
+    }
+
+    /// Waits until the peer's FIN has reached `s` (`POLLRDHUP`), asking the
+    /// kernel rather than sleeping for a guessed time.
+    #[allow(unsafe_code)]
+    fn wait_fin(s: &TcpStream) {
+        loop {
+            let mut fd = libc::pollfd {
+                fd: s.as_raw_fd(),
+                events: libc::POLLRDHUP,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd for an open descriptor; a zero
+            // timeout never blocks.
+            let n = unsafe { libc::poll(&mut fd, 1, 0) };
+            assert!(n >= 0, "poll: {}", io::Error::last_os_error());
+            if fd.revents & libc::POLLRDHUP != 0 {
+                return;
+            }
             crate::sleep(Duration::from_millis(1)).unwrap();
         }
     }
@@ -1521,7 +1539,7 @@ mod tests {
         client.write_all(b"efgh").unwrap();
         client.shutdown(Shutdown::Write).unwrap();
         wait_queued(&server, 4);
-        crate::sleep(Duration::from_millis(5)).unwrap(); // the FIN too
+        wait_fin(&server); // the FIN too
         server.read_exact(&mut buf).unwrap();
         assert!(readable(&server), "the FIN counts as a byte left");
         assert_eq!(server.read(&mut buf).unwrap(), 0);

@@ -3,44 +3,70 @@
 
 mod util;
 
-use greenlet_hub::{Error, resolve, resolve_host, sleep, spawn, spawn_blocking};
-use std::time::{Duration, Instant};
+use greenlet_hub::{Error, idle, resolve, resolve_host, sleep, spawn, spawn_blocking};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Barrier, mpsc};
+use std::time::Duration;
 use util::ms;
+
+// No test here bounds a time. Each blocking job waits for an event that
+// only this thread's hub can produce, so the job finishing at all proves
+// the hub ran meanwhile; and where a broken pool would leave a job waiting
+// forever, either the job notices it runs on the hub's own thread, or a
+// task that runs once the hub has nothing else to do releases it, so the
+// test fails instead of hanging.
 
 #[test]
 fn other_tasks_run_while_a_thread_blocks() {
-    let (ticks, ticker) = util::ticker();
-    let thread = spawn_blocking(|| {
-        std::thread::sleep(ms(100));
-        std::thread::current().id()
+    let hub_thread = std::thread::current().id();
+    let (tx, rx) = mpsc::channel();
+    let ticks = std::rc::Rc::new(std::cell::Cell::new(0u32));
+    let t = ticks.clone();
+    let ticker = spawn(move || {
+        for _ in 0..3 {
+            sleep(ms(1))?;
+            t.set(t.get() + 1);
+        }
+        let _ = tx.send(());
+        Ok(())
+    });
+    // The job returns only after the ticker ticked three times: the hub ran
+    // the ticker while this greenlet waited for the job.
+    let thread = spawn_blocking(move || {
+        let me = std::thread::current().id();
+        if me != hub_thread {
+            let _ = rx.recv();
+        } // else run inline on the hub's thread: waiting would deadlock
+        me
     })
     .unwrap();
-    assert_ne!(thread, std::thread::current().id());
-    assert!(
-        ticks.get() >= 5,
-        "only {} ticks while the thread slept",
-        ticks.get()
-    );
-    ticker.kill(None).unwrap();
+    assert_ne!(thread, hub_thread, "the job ran on the hub's own thread");
+    assert_eq!(ticks.get(), 3, "the job returned before the ticker ticked");
+    ticker.get(None).unwrap();
 }
 
 #[test]
 fn many_blocking_calls_overlap() {
-    let start = Instant::now();
+    // All eight jobs meet at a barrier: they finish only if all eight run
+    // at once (on a pool that ran them one at a time, the first would wait
+    // forever: no time-free way to turn that into a failure, so it hangs).
+    let barrier = Arc::new(Barrier::new(8));
     let calls: Vec<_> = (0..8u64)
         .map(|i| {
+            let barrier = barrier.clone();
             spawn(move || {
                 spawn_blocking(move || {
-                    std::thread::sleep(ms(100));
-                    i * i
+                    barrier.wait();
+                    (i * i, std::thread::current().id())
                 })
             })
         })
         .collect();
-    let results: Vec<u64> = calls.iter().map(|c| c.get(None).unwrap()).collect();
-    assert_eq!(results, [0, 1, 4, 9, 16, 25, 36, 49]);
-    // Eight 100 ms sleeps on eight workers: well under their sum.
-    assert!(start.elapsed() < ms(700), "{:?}", start.elapsed());
+    let results: Vec<_> = calls.iter().map(|c| c.get(None).unwrap()).collect();
+    let squares: Vec<u64> = results.iter().map(|r| r.0).collect();
+    assert_eq!(squares, [0, 1, 4, 9, 16, 25, 36, 49]);
+    let threads: std::collections::HashSet<_> = results.iter().map(|r| r.1).collect();
+    assert_eq!(threads.len(), 8, "eight workers at once");
 }
 
 #[test]
@@ -55,25 +81,68 @@ fn a_panic_on_the_worker_is_an_error_for_the_caller() {
     assert_eq!(spawn_blocking(|| 7).unwrap(), 7);
 }
 
+/// A blocking job that waits until released and then records that it
+/// finished.
+fn held_job(rx: mpsc::Receiver<()>, finished: &Arc<AtomicBool>) -> impl FnOnce() + Send + 'static {
+    let finished = finished.clone();
+    move || {
+        let _ = rx.recv(); // released, or the test ended
+        finished.store(true, Ordering::SeqCst);
+    }
+}
+
+/// A task that releases the held job once the hub has nothing else to do,
+/// after `delay`: a caller that kept waiting for the job (the bug) would
+/// then get its result instead of hanging, and fail the test.
+fn release_when_idle(tx: mpsc::Sender<()>, delay: Duration) -> greenlet_hub::Task<()> {
+    spawn(move || {
+        sleep(delay)?;
+        idle()?;
+        let _ = tx.send(());
+        Ok(())
+    })
+}
+
 #[test]
 fn a_killed_caller_stops_waiting_at_once() {
-    let waiter = spawn(|| {
-        spawn_blocking(|| std::thread::sleep(ms(300)))?;
+    let (tx, rx) = mpsc::channel();
+    let finished = util::flag();
+    let (started, on_start) = {
+        let r = greenlet_hub::AsyncResult::new();
+        let s = r.sender();
+        (r, s)
+    };
+    let job = held_job(rx, &finished);
+    let waiter = spawn(move || {
+        spawn_blocking(move || {
+            on_start.set(());
+            job()
+        })?;
         Ok(())
     });
-    sleep(ms(10)).unwrap();
-    let start = Instant::now();
+    started.get(None).unwrap(); // the job runs: the waiter waits for it
+    let releaser = release_when_idle(tx.clone(), Duration::ZERO);
     waiter.kill(None).unwrap();
-    assert!(start.elapsed() < ms(200), "{:?}", start.elapsed());
+    // The job is still held: the kill did not wait for it.
+    assert!(!util::is_set(&finished), "the kill waited for the job");
     assert!(matches!(waiter.error(), Some(Error::Killed)));
+    releaser.kill(None).unwrap();
+    tx.send(()).unwrap();
 }
 
 #[test]
 fn a_scope_timeout_bounds_a_blocking_call() {
-    let start = Instant::now();
-    let r = greenlet_hub::with_timeout(ms(20), || spawn_blocking(|| std::thread::sleep(ms(300))));
+    let (tx, rx) = mpsc::channel();
+    let finished = util::flag();
+    let job = held_job(rx, &finished);
+    // Its timer is armed after the scope's, with the same delay: it fires
+    // after the scope's, whatever the machine's speed.
+    let releaser = release_when_idle(tx.clone(), ms(20));
+    let r = greenlet_hub::with_timeout(ms(20), || spawn_blocking(job));
     assert!(matches!(r, Ok(None)), "the scope expired: {r:?}");
-    assert!(start.elapsed() < ms(250), "{:?}", start.elapsed());
+    assert!(!util::is_set(&finished), "the scope waited for the job");
+    releaser.kill(None).unwrap();
+    tx.send(()).unwrap();
 }
 
 #[test]

@@ -13,7 +13,7 @@ use net_util::{V4, fd_count};
 use std::cell::RefCell;
 use std::io::{Read, Write};
 use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 fn get_nofile() -> libc::rlimit {
     let mut limit = libc::rlimit {
@@ -82,35 +82,36 @@ fn out_of_descriptors_the_server_backs_off_and_recovers() {
 
         server.start().unwrap();
         let (ticks, ticker) = util::ticker();
+        // The ticker arms its first 5 ms timer before main arms its 300 ms
+        // one, so it ticks at least once before main wakes, however slow.
+        sleep(Duration::ZERO).unwrap();
         sleep(Duration::from_millis(300)).unwrap();
         let errors = accept_errors.borrow().clone();
         assert!(!errors.is_empty(), "accept should have failed");
         assert!(errors.iter().all(|&e| e == libc::EMFILE), "{errors:?}");
-        // Backing off (5, 10, 20, ... ms), not spinning on the readable listener.
+        // Backing off (5, 10, 20, ... ms), not spinning on the readable
+        // listener: the attempts are the backoff deadlines before main's,
+        // about six; a slow machine only makes fewer.
         assert!(
             errors.len() < 20,
             "{} accept attempts in 300 ms",
             errors.len()
         );
         assert_eq!(server.connections(), 0);
-        assert!(ticks.get() >= 3, "the other tasks kept running");
+        assert!(ticks.get() >= 1, "the other tasks kept running");
 
         // Free one descriptor: the first client in the backlog is served.
+        // No read timeout: a server that never retried would leave these
+        // reads waiting forever (a hang; there is no time-free bound).
         drop(fillers.pop());
-        clients[0]
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
-        let start = Instant::now();
         let mut reply = String::new();
         clients[0].read_to_string(&mut reply).unwrap();
         assert_eq!(reply, "ok");
-        assert!(start.elapsed() < Duration::from_secs(5));
 
         // All of them back, and the limit: everyone is served.
         drop(fillers);
         set_nofile(original);
         for c in &mut clients[1..] {
-            c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
             let mut reply = String::new();
             c.read_to_string(&mut reply).unwrap();
             assert_eq!(reply, "ok");

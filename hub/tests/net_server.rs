@@ -5,14 +5,15 @@
 mod net_util;
 mod util;
 
-use greenlet_hub::{Error, ServerError, StreamServer, TcpStream, serve_on_threads, sleep, spawn};
+use greenlet_hub::{
+    Error, Event, ServerError, StreamServer, TcpStream, idle, serve_on_threads, sleep, spawn,
+};
 use net_util::V4;
 use std::cell::{Cell, RefCell};
 use std::io::{Read, Write};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
 use util::ms;
 
 fn echo(mut conn: TcpStream, _peer: std::net::SocketAddr) -> Result<(), Error> {
@@ -23,19 +24,6 @@ fn echo(mut conn: TcpStream, _peer: std::net::SocketAddr) -> Result<(), Error> {
             return Ok(());
         }
         conn.write_all(&buf[..n])?;
-    }
-}
-
-/// Lets the hub run until `cond` holds (at most 10 s: slow machines and
-/// qemu get time, a bug still fails).
-fn wait_until(cond: impl Fn() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "condition never held"
-        );
-        sleep(ms(1)).unwrap();
     }
 }
 
@@ -95,9 +83,11 @@ fn a_pool_limits_the_handlers_running_at_once() {
 #[test]
 fn stop_closes_the_listener_and_lets_handlers_finish() {
     let finished = Rc::new(Cell::new(false));
-    let f = finished.clone();
+    let (started, release) = (Event::new(), Event::new());
+    let (f, s, r) = (finished.clone(), started.clone(), release.clone());
     let server = StreamServer::bind(V4, move |mut conn, _| {
-        sleep(ms(50))?; // still busy when stop is called
+        s.set();
+        r.wait(None)?; // still busy when stop is called
         conn.write_all(b"done")?;
         f.set(true);
         Ok(())
@@ -111,10 +101,19 @@ fn stop_closes_the_listener_and_lets_handlers_finish() {
         s.read_to_string(&mut reply)?;
         Ok(reply)
     });
-    wait_until(|| server.connections() == 1); // the handler is running
-    assert!(!finished.get());
+    started.wait(None).unwrap(); // the handler is running
+    assert_eq!(server.connections(), 1);
+    // The handler is released only once the hub has nothing else to do:
+    // while stop waits for it. A stop that did not wait would return
+    // first, with the handler unfinished.
+    let releaser = spawn(move || {
+        idle()?;
+        release.set();
+        Ok(())
+    });
     server.stop(None).unwrap();
     assert!(finished.get(), "stop waited for the handler");
+    releaser.get(None).unwrap();
     assert_eq!(client.get(None).unwrap(), "done");
     assert!(!server.is_started());
     let e = TcpStream::connect(addr).unwrap_err();
@@ -125,22 +124,39 @@ fn stop_closes_the_listener_and_lets_handlers_finish() {
 #[test]
 fn stop_kills_handlers_still_running_after_its_timeout() {
     let cleaned = util::flag();
-    let c = cleaned.clone();
+    let completed = Rc::new(Cell::new(false));
+    let started = Event::new();
+    let (c, d, s) = (cleaned.clone(), completed.clone(), started.clone());
     let server = StreamServer::bind(V4, move |mut conn, _| {
         let _flag = util::DropFlag(c.clone());
+        s.set();
         let mut buf = [0; 8];
-        conn.read_exact(&mut buf)?; // the client never writes
+        conn.read_exact(&mut buf)?; // only the releaser below ever writes
+        d.set(true);
         Ok(())
     })
     .unwrap();
     server.start().unwrap();
-    let _client = TcpStream::connect(server.local_addr()).unwrap();
-    wait_until(|| server.connections() == 1);
-    let start = Instant::now();
+    let client = Rc::new(TcpStream::connect(server.local_addr()).unwrap());
+    started.wait(None).unwrap();
+    // A stop that ignored its timeout would wait forever. Instead of
+    // hanging, the test then fails: once stop waits (the hub idle), this
+    // task sleeps past stop's deadline (its timer, armed later with the
+    // same delay, fires after stop's), waits for idle again and lets the
+    // handler complete, which a working stop has killed by then.
+    let peer = client.clone();
+    let releaser = spawn(move || {
+        idle()?;
+        sleep(ms(20))?;
+        idle()?;
+        (&*peer).write_all(b"complete")?;
+        Ok(())
+    });
     server.stop(ms(20)).unwrap();
-    assert!(start.elapsed() < Duration::from_secs(5));
+    assert!(!completed.get(), "stop waited past its timeout");
     assert!(util::is_set(&cleaned), "the killed handler's cleanup ran");
     assert_eq!(server.connections(), 0);
+    releaser.kill(None).unwrap();
 }
 
 #[test]

@@ -5,12 +5,11 @@
 
 mod util;
 
-use greenlet_hub::{Error, StreamServer, TcpStream, sleep, spawn};
+use greenlet_hub::{Error, Event, StreamServer, TcpStream, spawn};
 use std::cell::Cell;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 use tungstenite::Message;
-use util::ms;
 
 fn failed(e: impl std::fmt::Display) -> Error {
     Error::failed(std::io::Error::other(e.to_string()))
@@ -50,22 +49,32 @@ fn a_hundred_websocket_sessions_in_one_thread() {
     server.start().unwrap();
     let url = format!("ws://{}/echo", server.local_addr());
 
+    // Every client, its handshake done, waits until all are: the sessions
+    // are all open at once by construction, not by timing. (Served one at a
+    // time, the first would wait forever: a hang, no time-free failure.)
+    let all_open = Event::new();
+    let opened = Rc::new(Cell::new(0usize));
     let start = Instant::now();
     let clients: Vec<_> = (0..CLIENTS)
         .map(|i| {
             let url = url.clone();
+            let (all_open, opened) = (all_open.clone(), opened.clone());
             spawn(move || {
                 // tungstenite's blocking `client` over a green TcpStream.
                 let stream = TcpStream::connect(server_addr(&url))?;
                 let (mut ws, response) =
                     tungstenite::client(url.as_str(), stream).map_err(failed)?;
                 assert_eq!(response.status(), 101);
+                opened.set(opened.get() + 1);
+                if opened.get() == CLIENTS {
+                    all_open.set();
+                }
+                all_open.wait(None)?;
                 for round in 0..ROUNDS {
                     ws.send(Message::text(format!("hello {i}.{round}")))
                         .map_err(failed)?;
                     let reply = ws.read().map_err(failed)?;
                     assert_eq!(reply, Message::text(format!("HELLO {i}.{round}")));
-                    sleep(ms(10))?; // every session waits at the same time
                 }
                 ws.close(None).map_err(failed)?;
                 // Drive the closing handshake to its end.
@@ -84,8 +93,12 @@ fn a_hundred_websocket_sessions_in_one_thread() {
     }
     let took = start.elapsed();
     server.stop(Duration::from_secs(5)).unwrap();
-    assert!(
-        most_open.get() > CLIENTS / 2,
+    // The server had every session open at once: each server side counts
+    // itself open before its client's handshake can complete, and none
+    // closes before all clients passed the barrier.
+    assert_eq!(
+        most_open.get(),
+        CLIENTS,
         "sessions overlapped: at most {} open at once",
         most_open.get()
     );

@@ -107,20 +107,31 @@ fn imap_is_lazy_and_ordered_and_bounded() {
 
 #[test]
 fn imap_unordered_yields_in_completion_order() {
+    // Each item waits for its own event; once all wait (the hub is idle), a
+    // driver sets them in the order "a", "b", "c", so the items complete in
+    // that order whatever the machine's speed, and not in input order.
+    let (a, b, c) = (Event::new(), Event::new(), Event::new());
+    let order = [a.clone(), b.clone(), c.clone()];
+    let _driver = greenlet_hub::spawn(move || {
+        greenlet_hub::idle()?;
+        for e in order {
+            e.set();
+            sleep(Duration::ZERO)?;
+        }
+        Ok(())
+    });
     let group = Group::new();
-    let order: Vec<u64> = group
+    let order: Vec<&str> = group
         .imap_unordered(
-            |d: u64| {
-                sleep(ms(d))?;
-                Ok(d)
+            |(name, e): (&'static str, Event)| {
+                e.wait(None)?;
+                Ok(name)
             },
-            // Spread widely, so that a slow start (qemu, a loaded machine)
-            // cannot reorder the deadlines.
-            [120, 1, 60],
+            [("c", c), ("a", a), ("b", b)],
         )
         .collect::<Result<_, _>>()
         .unwrap();
-    assert_eq!(order, [1, 60, 120]);
+    assert_eq!(order, ["a", "b", "c"]);
 }
 
 #[test]
