@@ -11,8 +11,10 @@ use crate::hub::sleep;
 use crate::net::TcpStream;
 use crate::server::StreamServer;
 use crate::task::{Task, spawn};
+use std::cell::Cell;
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 /// The server's routes and how long each takes to answer, in the order the
@@ -33,6 +35,10 @@ pub struct Crawl {
     pub sum_of_delays: Duration,
     /// The paths, in the order their answers came.
     pub finished: Vec<String>,
+    /// How many requests had reached the server when it sent its first
+    /// answer: all of them when the GETs run at once (one, if they ran
+    /// one after another).
+    pub arrived_before_first_answer: usize,
 }
 
 /// Starts the local server, runs the three GETs of [`ROUTES`] at once and
@@ -51,13 +57,20 @@ pub struct Crawl {
 /// let lines = Rc::new(RefCell::new(Vec::new()));
 /// let out = lines.clone();
 /// let crawl = greenlet_hub::crawler::crawler(move |line| out.borrow_mut().push(line))?;
-/// assert!(crawl.total < crawl.sum_of_delays);
+/// // All three were under way at once: each request reached the server
+/// // before it answered the first.
+/// assert_eq!(crawl.arrived_before_first_answer, 3);
 /// assert_eq!(crawl.finished, ["/fast", "/medium", "/slow"]);
 /// assert!(lines.borrow()[1].starts_with("GET /slow started"));
 /// # Ok::<(), greenlet_hub::Error>(())
 /// ```
 pub fn crawler(say: impl Fn(String) + Clone + 'static) -> Result<Crawl, Error> {
-    let server = StreamServer::bind("127.0.0.1:0", serve_page)?;
+    let arrived = Rc::new(Cell::new(0));
+    let at_first_answer = Rc::new(Cell::new(None));
+    let server = StreamServer::bind("127.0.0.1:0", {
+        let (arrived, at_first_answer) = (arrived.clone(), at_first_answer.clone());
+        move |conn, _peer| serve_page(conn, &arrived, &at_first_answer)
+    })?;
     server.start()?;
     let addr = server.local_addr();
     say(format!("serving {} pages on http://{addr}", ROUTES.len()));
@@ -99,12 +112,18 @@ pub fn crawler(say: impl Fn(String) + Clone + 'static) -> Result<Crawl, Error> {
         total,
         sum_of_delays,
         finished: done.into_iter().map(|(path, _)| path).collect(),
+        arrived_before_first_answer: at_first_answer.get().unwrap_or(0),
     })
 }
 
-/// The server's handler: read the request head, wait the route's delay,
-/// answer and close.
-fn serve_page(mut conn: TcpStream, _peer: SocketAddr) -> Result<(), Error> {
+/// The server's handler: read the request head (counting it in `arrived`),
+/// wait the route's delay, answer (the first answer notes in
+/// `at_first_answer` how many requests had arrived) and close.
+fn serve_page(
+    mut conn: TcpStream,
+    arrived: &Cell<usize>,
+    at_first_answer: &Cell<Option<usize>>,
+) -> Result<(), Error> {
     let mut head = Vec::new();
     let mut buf = [0; 1024];
     while !head.windows(4).any(|w| w == b"\r\n\r\n") {
@@ -114,6 +133,7 @@ fn serve_page(mut conn: TcpStream, _peer: SocketAddr) -> Result<(), Error> {
         }
         head.extend_from_slice(&buf[..n]);
     }
+    arrived.set(arrived.get() + 1);
     let head = String::from_utf8_lossy(&head);
     let path = head.split_whitespace().nth(1).unwrap_or("/");
     let response = match ROUTES.iter().find(|(p, _)| *p == path) {
@@ -127,6 +147,9 @@ fn serve_page(mut conn: TcpStream, _peer: SocketAddr) -> Result<(), Error> {
         }
         None => "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".into(),
     };
+    if at_first_answer.get().is_none() {
+        at_first_answer.set(Some(arrived.get()));
+    }
     conn.write_all(response.as_bytes())?;
     Ok(())
 }
