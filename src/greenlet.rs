@@ -406,23 +406,35 @@ impl Inner {
         out
     }
 
-    /// The nearest live greenlet at or above this one. Main is never dead,
-    /// and only main has no parent, so the walk ends.
+    /// The nearest live greenlet at or above `this`. Main is never dead,
+    /// and only main has no parent, so the walk ends. A pointer in, a
+    /// pointer out: the result may become a handle (`Rc::increment_strong_count`
+    /// reads the counts before the record), so it must carry the provenance
+    /// of the whole `Rc` allocation, as [`Rc::as_ptr`] gives, never that of
+    /// a `&Inner`.
+    ///
+    /// # Safety
+    ///
+    /// `this` is a live record, from [`Rc::as_ptr`] or a parent link.
     #[inline(always)]
-    fn resolve(&self) -> *const Inner {
-        if self.state.get() != State::Dead {
-            return self;
+    unsafe fn resolve(this: *const Inner) -> *const Inner {
+        // SAFETY: `this` is live (the caller's contract).
+        if unsafe { (*this).state.get() } != State::Dead {
+            return this;
         }
-        self.resolve_dead()
+        // SAFETY: as above.
+        unsafe { Inner::resolve_dead(this) }
     }
 
+    /// # Safety
+    ///
+    /// As for [`Inner::resolve`].
     #[cold]
-    fn resolve_dead(&self) -> *const Inner {
-        let mut at: *const Inner = self;
-        // SAFETY: every pointer walked is a parent link, kept alive by the
-        // strong reference its child holds.
-        // SAFETY: every pointer walked is a parent link, kept alive by the
-        // handle its child holds; main (never dead) ends the walk.
+    unsafe fn resolve_dead(this: *const Inner) -> *const Inner {
+        let mut at = this;
+        // SAFETY: `this` is live; every pointer walked after it is a parent
+        // link, kept alive by the handle its child holds; main (never dead)
+        // ends the walk.
         while unsafe { (*at).state.get() } == State::Dead {
             // SAFETY: as above.
             at = unsafe { (*at).parent_ptr() };
@@ -1343,7 +1355,8 @@ unsafe fn prepare_slow(
                 // the sender's, writable for the switch.
                 unsafe { (*untag(word).cast::<Transfer>()).kind = Kind::Exited };
             }
-            target = t.resolve();
+            // SAFETY: `target` is live (see `switch_core`).
+            target = unsafe { Inner::resolve(target) };
             event = Event::Throw;
             if target == current {
                 return (None, word);
@@ -1939,7 +1952,8 @@ impl Greenlet {
         {
             let thread = thread_state();
             let current = current_in(thread);
-            let target = self.inner.resolve();
+            // SAFETY: `self` holds the record alive.
+            let target = unsafe { Inner::resolve(Rc::as_ptr(&self.inner)) };
             if target == current {
                 trace_self(Event::Switch);
                 return self_switch(value);
@@ -2025,7 +2039,8 @@ impl Greenlet {
                 transfer.kind = Kind::Exited;
                 event = Event::Switch;
             }
-            let target = self.inner.resolve();
+            // SAFETY: `self` holds the record alive.
+            let target = unsafe { Inner::resolve(Rc::as_ptr(&self.inner)) };
             let word = transfer_word(&mut transfer);
             let word = if target == current {
                 trace_self(event);
@@ -3282,7 +3297,7 @@ fn final_target<O: 'static>(me: &Inner) -> Option<*const Inner> {
     let parent = me.child_parent_ptr();
     // SAFETY: our parent link keeps the parent alive (only main has no
     // parent, and main never runs `entry`).
-    let target = unsafe { (*parent).resolve() };
+    let target = unsafe { Inner::resolve(parent) };
     // SAFETY: `target` is live.
     unsafe { (*target).expects.get() }
         .is::<O>()
@@ -3353,12 +3368,13 @@ fn finish<O: 'static>(
             });
             (&mut *slot_at, &mut *final_at)
         };
-        let rare_at: *mut Rare = &raw mut last.rare;
         let mut event = Event::Throw;
+        // The payload of a `Rare` transfer, a pointer to `last.rare`, is made
+        // only below, after the last write through `last`: one made earlier
+        // would be invalidated by those writes (Stacked Borrows).
         let mut set_rare = |rare: Rare| {
             last.rare = rare;
             last.transfer.kind = Kind::Rare;
-            last.transfer.payload = rare_at.cast();
         };
         match outcome {
             Ok(Ok(value)) => {
@@ -3386,7 +3402,7 @@ fn finish<O: 'static>(
         }
         let parent = me.child_parent_ptr();
         // SAFETY: our parent link keeps the parent alive.
-        let target = unsafe { (*parent).resolve() };
+        let target = unsafe { Inner::resolve(parent) };
         if last.transfer.kind == Kind::Value {
             // SAFETY: `target` is live.
             let expects = unsafe { (*target).expects.get() };
@@ -3407,9 +3423,11 @@ fn finish<O: 'static>(
                 }
                 if !matches!(last.rare, Rare::Taken) {
                     last.transfer.kind = Kind::Rare;
-                    last.transfer.payload = rare_at.cast();
                 }
             }
+        }
+        if last.transfer.kind == Kind::Rare {
+            last.transfer.payload = (&raw mut last.rare).cast();
         }
         let word = transfer_word(&mut last.transfer);
         // SAFETY: a dead greenlet is never the target of a switch, so
@@ -3694,12 +3712,8 @@ mod miri_value_transfer {
         /// greenlet is dead, and its final switch hands a tag-3 word to its
         /// parent (which must wait for an `O`). Returns that word.
         ///
-        /// The switch goes to `final_target`'s record, but through the
-        /// parent link's pointer: `final_target`'s own comes from
-        /// `Inner::resolve`, whose provenance is too narrow for the handles
-        /// made from `current` later (the known issue that
-        /// `a_traced_switch_makes_handles_from_the_resolved_target` shows,
-        /// with that pointer).
+        /// The switch goes to `final_target`'s record, which must be the
+        /// parent's (checked).
         fn return_value(&self, value: O) -> *mut u8 {
             let target = final_target::<O>(self.me()).expect("the parent waits for an O");
             let parent = self.me().child_parent_ptr();
@@ -4076,21 +4090,13 @@ mod miri_value_transfer {
         assert!(parent.is_dead() && body_drops.get() == 2 && gettrace().is_none());
     }
 
-    /// Fails under Miri's Stacked Borrows (passes under Tree Borrows):
     /// `switch_general` and `throw` take their target from
-    /// `self.inner.resolve()`, and `final_target` from `(*parent).resolve()`;
-    /// `Inner::resolve` returns `self`, a pointer made from `&Inner` whose
-    /// provenance covers the `Inner` but not the reference counts before it
-    /// in the `Rc` allocation. `call_tracer` calls `Rc::increment_strong_count`
-    /// on it, which reads the counts, and so does any `getcurrent` once
-    /// `resume` has made it `current` (after every value a body returns to
-    /// its parent, for one). Both are run here. Run it with
-    /// `cargo +nightly miri test --lib miri_ -- --ignored`.
+    /// `Inner::resolve`, and `call_tracer` and `getcurrent` make handles
+    /// from it (`Rc::increment_strong_count` reads the counts before the
+    /// record): the pointer must carry the provenance of the whole `Rc`
+    /// allocation. It once came from a `&Inner` and covered the record
+    /// only, which Miri's Stacked Borrows reported here.
     #[test]
-    #[cfg_attr(
-        miri,
-        ignore = "known issue: Inner::resolve's pointer lacks the Rc's provenance (Stacked Borrows)"
-    )]
     fn a_traced_switch_makes_handles_from_the_resolved_target() {
         let _unpooled = Unpooled::new();
         let _main = main_handle();
@@ -4219,19 +4225,13 @@ mod miri_value_transfer {
         assert!(matches!(got, Ok(Err(SwitchError::Exited))));
     }
 
-    /// Fails under Miri's Stacked Borrows (passes under Tree Borrows):
-    /// `finish` takes `rare_at = &raw mut last.rare` from `last: &mut
-    /// Final`, then makes the closure `set_rare`, which reborrows `last`
-    /// uniquely and so invalidates `rare_at`; the transfer's payload is
-    /// `rare_at`, and the receiver's `&mut *transfer.payload` then uses an
-    /// invalidated pointer. Every body that ends with an error or a panic,
-    /// or returns a value its parent does not wait for, takes this path.
-    /// Run it with `cargo +nightly miri test --lib miri_ -- --ignored`.
+    /// Every body that ends with an error or a panic, or returns a value
+    /// its parent does not wait for, hands a `Rare` to the parent through a
+    /// pointer to its final record's `rare`. That pointer once was made
+    /// before later writes through the record's `&mut` (in the closure
+    /// `set_rare`), which invalidated it; Miri's Stacked Borrows reported
+    /// it here. It is now made after the last such write.
     #[test]
-    #[cfg_attr(
-        miri,
-        ignore = "known issue: finish's rare_at is invalidated by set_rare (Stacked Borrows)"
-    )]
     fn finish_hands_errors_and_panics_to_the_parent() {
         let drops = counter();
         // A value of another type than the parent waits for: dropped by the
