@@ -338,37 +338,9 @@ pub fn wall(imp: &str, cap: usize) -> ExitCode {
             if let Err(code) = check_guard("wall", imp) {
                 return code;
             }
-            let mut greenlets = Vec::with_capacity(cap);
-            let mut stopped = None;
-            while greenlets.len() < cap {
-                match suspended_greenlet(None) {
-                    Ok(g) => greenlets.push(g),
-                    Err(e) => {
-                        stopped = Some(e.to_string());
-                        break;
-                    }
-                }
-            }
-            let reached = greenlets.len();
-            let maps = system::mapping_count();
-            drop(greenlets);
-            // After the wall, the process is still usable: make one more.
-            let recovered = suspended_greenlet(None).is_ok();
-            let mut line = Line::new(&id);
-            line.field("unit", "greenlets")
-                .field("reached", reached)
-                .field("outcome", if stopped.is_some() { "err" } else { "cap" })
-                .field("recovered", recovered)
-                .field("guard", guard_name())
-                .field("maps", maps)
-                .field(
-                    "message",
-                    stopped
-                        .as_deref()
-                        .unwrap_or("(cap reached before any error)"),
-                );
-            line.print();
-            ExitCode::SUCCESS
+            wall_by_err(&id, cap, "greenlets", Some(guard_name()), || {
+                suspended_greenlet(None).map_err(|e| e.to_string())
+            })
         }
         // `Coroutine::new` takes a `DefaultStack::default()`, which panics
         // when the mapping fails.
@@ -382,46 +354,62 @@ pub fn wall(imp: &str, cap: usize) -> ExitCode {
         "generator" => wall_by_panic(&id, cap, || suspended_generator(None)),
         // may maps the stack in `spawn`, on this thread: its panic is here.
         "may" => wall_by_panic(&id, cap, || parked_may(None)),
-        "context" => {
-            let mut contexts = Vec::with_capacity(cap);
-            let mut stopped = None;
-            while contexts.len() < cap {
-                // `Default` would panic; `new` says why it failed.
-                let size = context::stack::Stack::default_size();
-                match context::stack::ProtectedFixedSizeStack::new(size) {
-                    Ok(stack) => contexts.push(suspended_context(stack)),
-                    Err(e) => {
-                        stopped = Some(format!("ProtectedFixedSizeStack::new: {e:?}"));
-                        break;
-                    }
-                }
-            }
-            let reached = contexts.len();
-            let maps = system::mapping_count();
-            drop(contexts);
-            let recovered =
-                context::stack::ProtectedFixedSizeStack::new(context::stack::Stack::default_size())
-                    .is_ok();
-            let mut line = Line::new(&id);
-            line.field("unit", "coroutines")
-                .field("reached", reached)
-                .field("outcome", if stopped.is_some() { "err" } else { "cap" })
-                .field("recovered", recovered)
-                .field("maps", maps)
-                .field(
-                    "message",
-                    stopped
-                        .as_deref()
-                        .unwrap_or("(cap reached before any error)"),
-                );
-            line.print();
-            ExitCode::SUCCESS
-        }
+        // `Default` would panic; `new` says why it failed.
+        "context" => wall_by_err(&id, cap, "coroutines", None, || {
+            context::stack::ProtectedFixedSizeStack::new(context::stack::Stack::default_size())
+                .map(suspended_context)
+                .map_err(|e| format!("ProtectedFixedSizeStack::new: {e:?}"))
+        }),
         other => {
             eprintln!("unknown wall implementation {other:?}; known: {WALL_IMPLS:?}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// The `wall` of an implementation that returns `Err` when a stack cannot
+/// be mapped: makes suspended coroutines with `make` until the cap or the
+/// error, drops them all, then makes one more (is the process still
+/// usable?) and prints the result line.
+fn wall_by_err<T>(
+    id: &str,
+    cap: usize,
+    unit: &str,
+    guard: Option<&str>,
+    mut make: impl FnMut() -> Result<T, String>,
+) -> ExitCode {
+    let mut held = Vec::with_capacity(cap);
+    let mut stopped = None;
+    while held.len() < cap {
+        match make() {
+            Ok(made) => held.push(made),
+            Err(e) => {
+                stopped = Some(e);
+                break;
+            }
+        }
+    }
+    let reached = held.len();
+    let maps = system::mapping_count();
+    drop(held);
+    let recovered = make().is_ok();
+    let mut line = Line::new(id);
+    line.field("unit", unit)
+        .field("reached", reached)
+        .field("outcome", if stopped.is_some() { "err" } else { "cap" })
+        .field("recovered", recovered)
+        .field("maps", maps)
+        .field(
+            "message",
+            stopped
+                .as_deref()
+                .unwrap_or("(cap reached before any error)"),
+        );
+    if let Some(guard) = guard {
+        line.field("guard", guard);
+    }
+    line.print();
+    ExitCode::SUCCESS
 }
 
 /// The `wall` of a peer that panics when a stack cannot be mapped: makes

@@ -1113,6 +1113,16 @@ fn format_value(value: f64, unit: &str) -> String {
     }
 }
 
+/// "median [min, max]", each formatted for `unit`.
+fn median_range(summary: &Summary, unit: &str) -> String {
+    format!(
+        "{} [{}, {}]",
+        format_value(summary.median, unit),
+        format_value(summary.min, unit),
+        format_value(summary.max, unit)
+    )
+}
+
 fn group_thousands(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::new();
@@ -1495,20 +1505,12 @@ fn render_markdown(results: &Results, context: &Context) -> String {
         for count in MEM_COUNTS {
             match results.rows.get(&format!("mem-{count}/{imp}")) {
                 Some(row) => {
-                    let _ = write!(
-                        out,
-                        " {} [{}, {}]",
-                        format_value(row.summary.median, "bytes"),
-                        format_value(row.summary.min, "bytes"),
-                        format_value(row.summary.max, "bytes")
-                    );
+                    let _ = write!(out, " {}", median_range(&row.summary, "bytes"));
                     if let Some(start) = results.rows.get(&format!("start-{count}/{imp}")) {
                         let _ = write!(
                             out,
-                            "; create+start {} ns [{}, {}]",
-                            format_value(start.summary.median, "ns"),
-                            format_value(start.summary.min, "ns"),
-                            format_value(start.summary.max, "ns")
+                            "; create+start {} ns",
+                            median_range(&start.summary, "ns")
                         );
                     }
                     let reached = row.fields.get("reached").cloned().unwrap_or_default();
@@ -1582,10 +1584,8 @@ fn render_markdown(results: &Results, context: &Context) -> String {
             };
             let _ = writeln!(
                 out,
-                "| {what} | {} [{}, {}] | {outcome} | {} |",
-                format_value(row.summary.median, "count"),
-                format_value(row.summary.min, "count"),
-                format_value(row.summary.max, "count"),
+                "| {what} | {} | {outcome} | {} |",
+                median_range(&row.summary, "count"),
                 row.fields.get("exit").map_or("", String::as_str)
             );
         }
