@@ -62,7 +62,7 @@ fn why_madvise_guards_may_be_missing() -> Option<String> {
             "kernel {release} predates MADV_GUARD_INSTALL (Linux 6.13)"
         ));
     }
-    emulated().map(|how| format!("kernel {release}, but {how}"))
+    util::emulated().map(|how| format!("kernel {release}, but {how}"))
 }
 
 /// `(major, minor)` of a kernel release such as `6.18.44-fc-v669`.
@@ -71,38 +71,6 @@ fn kernel_version(release: &str) -> Option<(u32, u32)> {
     let major = parts.next()?.parse().ok()?;
     let minor = parts.next()?.parse().ok()?;
     Some((major, minor))
-}
-
-/// How this process is emulated, if it is. qemu-user (run by cargo's
-/// runner, or by binfmt_misc) answers `MADV_GUARD_INSTALL` with success and
-/// installs nothing, so guard markers cannot be expected under it. Two
-/// signs, either enough: qemu rewrites `/proc/self/exe` to the guest
-/// program but passes `/proc/thread-self/exe` through to the kernel, which
-/// names qemu itself (natively both name this program); and the kernel's
-/// own architecture (`/proc/sys/kernel/arch`, also passed through) is not
-/// the one this program was built for.
-fn emulated() -> Option<String> {
-    let program = std::fs::read_link("/proc/self/exe");
-    let thread = std::fs::read_link("/proc/thread-self/exe");
-    if let (Ok(program), Ok(thread)) = (&program, &thread)
-        && program != thread
-    {
-        return Some(format!(
-            "{} runs under {} (an emulator)",
-            program.display(),
-            thread.display()
-        ));
-    }
-    let arch = std::env::consts::ARCH;
-    if let Ok(kernel) = std::fs::read_to_string("/proc/sys/kernel/arch")
-        && kernel.trim() != arch
-    {
-        return Some(format!(
-            "this {arch} program runs on a {} kernel (emulated)",
-            kernel.trim()
-        ));
-    }
-    None
 }
 
 /// Asserts that guards are made with `MADV_GUARD_INSTALL` where they must

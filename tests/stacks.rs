@@ -147,10 +147,11 @@ fn check_maps_around(bottom: usize, top: usize, what: &str) {
         "{what}: the guard is a page at least"
     );
     // The mapping holding the stack's lowest byte. On a real kernel it
-    // starts at `bottom` (the guard ends there); qemu-user, which writes
-    // its own /proc/self/maps from the host's, has been seen (rarely) to
-    // list no line starting there, so the test asks only what matters:
-    // the byte above the guard is in a writable mapping that reaches `top`.
+    // starts at `bottom` (the guard ends there; checked below); qemu-user,
+    // which writes its own /proc/self/maps from the host's, has been seen
+    // (rarely) to list no line starting there, so under it the test asks
+    // only that the byte above the guard is in a writable mapping that
+    // reaches `top`.
     let usable = maps.iter().find(|m| m.start <= bottom && bottom < m.end);
     let usable = usable.unwrap_or_else(|| {
         let lines: Vec<&str> = maps
@@ -170,6 +171,13 @@ fn check_maps_around(bottom: usize, top: usize, what: &str) {
         "{what}: the stack is one mapping: {}",
         usable.line
     );
+    if util::emulated().is_none() {
+        assert_eq!(
+            usable.start, bottom,
+            "{what}: the stack's mapping starts where the guard ends: {}",
+            usable.line
+        );
+    }
 }
 
 #[test]

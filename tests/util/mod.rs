@@ -400,3 +400,38 @@ pub fn is_readable(address: usize) -> bool {
         _ => panic!("probing {address:#x}: {error}"),
     }
 }
+
+// ---------------------------------------------------------------------------
+// Emulation
+
+/// How this process is emulated, if it is. qemu-user (run by cargo's
+/// runner, or by binfmt_misc) answers `MADV_GUARD_INSTALL` with success and
+/// installs nothing, and writes its own `/proc/self/maps`, so some kernel
+/// facts cannot be expected under it. Two signs, either enough: qemu
+/// rewrites `/proc/self/exe` to the guest program but passes
+/// `/proc/thread-self/exe` through to the kernel, which names qemu itself
+/// (natively both name this program); and the kernel's own architecture (`/proc/sys/kernel/arch`, also passed through) is not
+/// the one this program was built for.
+pub fn emulated() -> Option<String> {
+    let program = std::fs::read_link("/proc/self/exe");
+    let thread = std::fs::read_link("/proc/thread-self/exe");
+    if let (Ok(program), Ok(thread)) = (&program, &thread)
+        && program != thread
+    {
+        return Some(format!(
+            "{} runs under {} (an emulator)",
+            program.display(),
+            thread.display()
+        ));
+    }
+    let arch = std::env::consts::ARCH;
+    if let Ok(kernel) = std::fs::read_to_string("/proc/sys/kernel/arch")
+        && kernel.trim() != arch
+    {
+        return Some(format!(
+            "this {arch} program runs on a {} kernel (emulated)",
+            kernel.trim()
+        ));
+    }
+    None
+}
